@@ -1,0 +1,1 @@
+"""Command-line entry points: thin argument parsers over the library."""
