@@ -157,3 +157,45 @@ def fit_long_side(hw: tuple[int, int], long_side: int) -> tuple[int, int]:
 def pad_amount(n: int, multiple: int) -> int:
     """How many cells to add to ``n`` to reach a multiple of ``multiple``."""
     return int(math.ceil(n / multiple) * multiple) - n
+
+
+@dataclass(frozen=True)
+class Raster:
+    """Tracks which region of the original image a processed raster spans, op by op.
+
+    Start with :meth:`of_image`, then replay the processor's resize / pad / crop steps; ``box`` is then
+    the region of the original image that the final raster (and a token grid laid over it) spans.
+    """
+
+    hw: tuple[int, int]
+    box: Box
+
+    @classmethod
+    def of_image(cls, image_hw: tuple[int, int]) -> Raster:
+        return cls((int(image_hw[0]), int(image_hw[1])), image_box(image_hw))
+
+    def resize(self, new_hw: tuple[int, int]) -> Raster:
+        """Resampled to ``new_hw``: same region, new pixel count."""
+        return Raster((int(new_hw[0]), int(new_hw[1])), self.box)
+
+    def crop(self, top: int, left: int, new_hw: tuple[int, int]) -> Raster:
+        """Window of ``new_hw`` pixels starting at (``top``, ``left``) of the current raster. Negative
+        offsets or a window larger than the raster mean padding."""
+        h, w = self.hw
+        x0, y0, x1, y1 = self.box
+        px, py = (x1 - x0) / w, (y1 - y0) / h
+        nh, nw = int(new_hw[0]), int(new_hw[1])
+        return Raster((nh, nw), (x0 + left * px, y0 + top * py, x0 + (left + nw) * px, y0 + (top + nh) * py))
+
+    def pad(self, top: int, left: int, new_hw: tuple[int, int]) -> Raster:
+        """Pasted at (``top``, ``left``) into a larger canvas of ``new_hw`` pixels."""
+        return self.crop(-top, -left, new_hw)
+
+
+def shortest_edge_size(hw: tuple[int, int], shortest: int) -> tuple[int, int]:
+    """Output size of "resize the short side to ``shortest``" as transformers' image processors do
+    (the long side is truncated, not rounded)."""
+    h, w = hw
+    if h <= w:
+        return shortest, int(shortest * w / h)
+    return int(shortest * h / w), shortest

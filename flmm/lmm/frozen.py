@@ -1,0 +1,311 @@
+"""``FrozenLMM``: a transformers vision-language model, frozen, that also reports word->image attention.
+
+Typical use::
+
+    lmm = FrozenLMM.from_pretrained("llava-hf/llava-1.5-7b-hf", dtype=torch.bfloat16, device="cuda")
+    msgs = conversation("Please describe the image.", "A man in a blue shirt.")
+    cap = lmm.capture(image, msgs, spans=[(2, 5)])      # attention rows of "man"
+    gen = lmm.generate(image, conversation("What is in the image?"))  # rows of every generated token
+
+The model's own outputs are exactly those of SDPA attention (see :mod:`flmm.lmm.capture`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from flmm.errors import FlmmError, InputError, SpanError
+from flmm.image import ImageLike, load_image
+from flmm.lmm.adapter import Encoded, LMMAdapter, Message
+from flmm.lmm.capture import ATTN_IMPLEMENTATION, capture
+from flmm.lmm.messages import validate_messages
+from flmm.lmm.registry import adapter_class_for
+from flmm.lmm.types import CaptureResult, LMMIdentity
+
+
+@dataclass
+class Generation:
+    """A generated answer and what was captured while generating it.
+
+    Attributes:
+        text: the decoded answer (special tokens removed).
+        token_ids: ``(n,)`` generated ids (including a final EOS if one was produced).
+        capture: rows/hidden states of the generated tokens; ``offsets`` index ``text``.
+    """
+
+    text: str
+    token_ids: torch.Tensor
+    capture: CaptureResult | None
+
+
+class FrozenLMM:
+    """A frozen LMM (every parameter ``requires_grad=False``, eval mode) with attention capture.
+
+    Args:
+        model: a loaded transformers vision-language model of a registered family.
+        processor: its processor (chat template, tokenizer, image processor).
+        name: a name for the identity saved with trained heads (hub id or folder name).
+        family: force a registered family instead of detecting it from ``config.model_type``.
+    """
+
+    def __init__(self, model: Any, processor: Any, name: str = "", family: str | None = None) -> None:
+        self.adapter: LMMAdapter = adapter_class_for(model, family)(model, processor)
+        self.model = model
+        self.processor = processor
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        text_cfg = self.adapter.text_config()
+        text_cfg._attn_implementation_internal = ATTN_IMPLEMENTATION
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        trust_remote_code: bool = False,
+        local_files_only: bool | None = None,
+        family: str | None = None,
+    ) -> FrozenLMM:
+        """Load a model and processor from the hub or a local folder (``HF_HUB_OFFLINE`` honoured).
+
+        ``dtype``: e.g. ``torch.bfloat16`` on GPU; default float32. ``trust_remote_code`` stays off
+        unless you ask for it.
+        """
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if local_files_only is not None:
+            kw["local_files_only"] = local_files_only
+        try:
+            processor = AutoProcessor.from_pretrained(name_or_path, **kw)
+            model = AutoModelForImageTextToText.from_pretrained(
+                name_or_path, dtype=dtype or torch.float32, attn_implementation="sdpa", **kw
+            )
+        except OSError as e:
+            raise FlmmError(
+                f"cannot load {name_or_path!r}: {e}. Pass a local folder or make sure the hub is reachable "
+                "(HF_HUB_OFFLINE=1 only finds models already in the cache)."
+            ) from e
+        model.to(device)
+        return cls(model, processor, name=str(name_or_path), family=family)
+
+    # --- identity -------------------------------------------------------------------------------
+    @property
+    def identity(self) -> LMMIdentity:
+        a = self.adapter
+        return LMMIdentity(self.name, a.family, a.num_layers, a.num_heads, a.hidden_size, a.num_grids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- encoding ---------------------------------------------------------------------------------
+    def encode(self, image: ImageLike, messages: list[Message], generation: bool = False) -> Encoded:
+        """Validate and process one (image, conversation); see :meth:`LMMAdapter.encode_batch`."""
+        return self.encode_batch([image], [messages], generation)[0]
+
+    def encode_batch(
+        self, images: Sequence[ImageLike], conversations: Sequence[list[Message]], generation: bool = False
+    ) -> list[Encoded]:
+        if len(images) != len(conversations) or not images:
+            raise InputError("give one conversation per image (and at least one)")
+        for m in conversations:
+            validate_messages(m, generation)
+        pil = [load_image(im) for im in images]
+        return self.adapter.encode_batch(pil, list(conversations), generation)
+
+    def _model_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        dtype = next(self.model.parameters()).dtype
+        out = {}
+        for k, v in inputs.items():
+            if k == "offset_mapping":
+                continue
+            v = v.to(self.device)
+            out[k] = v.to(dtype) if v.is_floating_point() else v
+        return out
+
+    def _capture_ctx(self, key_index: torch.Tensor, positions=None, from_position=None) -> capture:
+        a = self.adapter
+        return capture(a.decoder_layers(), a.attention_modules(), a.final_norm(), key_index, positions, from_position)
+
+    # --- teacher-forced capture ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def capture(
+        self,
+        image: ImageLike,
+        messages: list[Message],
+        spans: Sequence[tuple[int, int]] | None = None,
+        token_indices: Sequence[int] | None = None,
+    ) -> CaptureResult:
+        """Attention rows and hidden states of answer tokens, teacher-forcing ``messages``.
+
+        Args:
+            image: the image (PIL, array or path).
+            messages: a conversation whose last message is the assistant answer.
+            spans: character spans ``[start, end)`` of the answer; all tokens overlapping any span are
+                selected (in sequence order). Default: every answer token.
+            token_indices: alternatively, indices into the answer's tokens.
+
+        Returns:
+            a :class:`CaptureResult` with ``T`` selected tokens.
+        """
+        return self.capture_batch([image], [messages], [spans], [token_indices])[0]
+
+    @torch.inference_mode()
+    def capture_batch(
+        self,
+        images: Sequence[ImageLike],
+        conversations: Sequence[list[Message]],
+        spans: Sequence[Sequence[tuple[int, int]] | None] | None = None,
+        token_indices: Sequence[Sequence[int] | None] | None = None,
+    ) -> list[CaptureResult]:
+        """:meth:`capture` for a padded batch in one forward pass."""
+        encs = self.encode_batch(images, conversations, generation=False)
+        spans = spans or [None] * len(encs)
+        token_indices = token_indices or [None] * len(encs)
+        chosen = [_select(e, s, t) for e, s, t in zip(encs, spans, token_indices)]
+        positions = _pad([e.answer_positions[c] for e, c in zip(encs, chosen)])
+        key_index = _pad([e.key_index for e in encs])
+        with self._capture_ctx(key_index, positions=positions) as state:
+            self.model(**self._model_inputs(encs[0].inputs), use_cache=False)
+        pos, rows, hidden, last = state.stack()
+        results = []
+        for b, (enc, c) in enumerate(zip(encs, chosen)):
+            # the capture returns rows in query-position order per sample; map back to our order
+            want = enc.answer_positions[c].to(pos.device)
+            order = torch.stack([torch.nonzero(pos[b] == p).flatten()[0] for p in want]) if len(want) else want
+            results.append(
+                _result(enc, rows[b][:, :, order], hidden[b][order], last[b][order], want.cpu(), enc.answer_offsets[c])
+            )
+        return results
+
+    @torch.inference_mode()
+    def logits(self, image: ImageLike, messages: list[Message]) -> torch.Tensor:
+        """``(L, vocab)`` logits of the teacher-forced conversation (no capture)."""
+        enc = self.encode(image, messages)
+        return self.model(**self._model_inputs(enc.inputs), use_cache=False).logits[0]
+
+    # --- generation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        image: ImageLike,
+        messages: list[Message],
+        max_new_tokens: int = 128,
+        capture_attention: bool = True,
+        streamer: Any = None,
+        **generate_kwargs: Any,
+    ) -> Generation:
+        """Greedy (by default) KV-cached generation; captures rows of every generated token on the
+        fly, so grounding the answer needs no second pass over the sequence.
+
+        ``streamer``: any transformers streamer (e.g. ``TextIteratorStreamer``) to receive tokens.
+        """
+        enc = self.encode(image, messages, generation=True)
+        inputs = self._model_inputs(enc.inputs)
+        prompt_len = inputs["input_ids"].shape[1]
+        kwargs = {"do_sample": False, "max_new_tokens": max_new_tokens, **generate_kwargs}
+        tok = self.adapter.tokenizer
+        if tok.pad_token_id is None:
+            kwargs.setdefault("pad_token_id", tok.eos_token_id)
+        if not capture_attention:
+            out = self.model.generate(**inputs, streamer=streamer, **kwargs)
+            ids = out[0, prompt_len:].cpu()
+            return Generation(tok.decode(ids, skip_special_tokens=True), ids, None)
+        with self._capture_ctx(enc.key_index[None], from_position=prompt_len) as state:
+            out = self.model.generate(
+                **inputs, streamer=streamer, return_dict_in_generate=True, use_cache=True, **kwargs
+            )
+            seq = out.sequences
+            ids = seq[0, prompt_len:].cpu()
+            special = set(tok.all_special_ids)
+            if len(ids) and int(ids[-1]) not in special:
+                # the last token was never fed back; one cached step gives its row (output discarded)
+                self.model.generate(
+                    input_ids=seq,
+                    attention_mask=torch.ones_like(seq),
+                    past_key_values=out.past_key_values,
+                    max_new_tokens=1,
+                    do_sample=False,
+                    pad_token_id=kwargs.get("pad_token_id"),
+                )
+        if not len(ids):
+            return Generation("", ids, None)
+        pos, rows, hidden, last = state.stack()
+        n = min(len(ids), pos.shape[1])
+        text, offsets = decode_with_offsets(tok, ids)
+        cap = _result(
+            enc, rows[0][:, :, :n], hidden[0][:n], last[0][:n], pos[0][:n].cpu(), offsets[:n], ids[:n], text
+        )
+        return Generation(text, ids, cap)
+
+
+def decode_with_offsets(tokenizer: Any, ids: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """Decode ``ids`` (special tokens skipped) and give each token's ``[start, end)`` in the text.
+
+    Offsets come from decoding growing prefixes, so they are exact for any tokenizer (byte-level
+    BPE, SentencePiece, word-level); special tokens get an empty span.
+    """
+    offsets = []
+    prev = ""
+    for k in range(len(ids)):
+        cur = tokenizer.decode(ids[: k + 1], skip_special_tokens=True)
+        common = len(os.path.commonprefix([prev, cur]))
+        offsets.append((common, len(cur)) if len(cur) > common else (len(cur), len(cur)))
+        prev = cur
+    return prev, torch.tensor(offsets, dtype=torch.long).reshape(-1, 2)
+
+
+def _select(enc: Encoded, spans, token_indices) -> torch.Tensor:
+    n = len(enc.answer_positions)
+    if spans is not None and token_indices is not None:
+        raise InputError("give spans or token_indices, not both")
+    if spans is not None:
+        if not len(spans):
+            raise SpanError("spans is empty")
+        return torch.unique(torch.cat([enc.tokens_for_span(int(s), int(e)) for s, e in spans]))
+    if token_indices is not None:
+        idx = torch.as_tensor(list(token_indices), dtype=torch.long)
+        if len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
+            raise SpanError(f"token indices must lie in [0, {n}) (the answer has {n} tokens); got {idx.tolist()}")
+        return idx
+    return torch.arange(n)
+
+
+def _pad(rows: list[torch.Tensor]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), max(width, 1)), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def _result(enc: Encoded, rows, hidden, last, positions, offsets, token_ids=None, text=None) -> CaptureResult:
+    """Split ``rows (M, H, T, K)`` into per-grid ``(T, M, H, h, w)`` maps."""
+    rows = rows.permute(2, 0, 1, 3).cpu()  # (T, M, H, K)
+    maps, start = [], 0
+    for g in enc.grids:
+        n = g.positions.numel()
+        h, w = g.geometry.grid_hw
+        maps.append(rows[..., start : start + n].reshape(*rows.shape[:3], h, w).contiguous())
+        start += n
+    ids = enc.inputs["input_ids"][enc.index][positions] if token_ids is None else token_ids
+    return CaptureResult(
+        attentions=maps,
+        geometries=[g.geometry for g in enc.grids],
+        hidden_states=hidden.cpu(),
+        last_hidden=last.cpu(),
+        positions=positions,
+        token_ids=ids,
+        text=enc.answer if text is None else text,
+        offsets=offsets,
+    )
