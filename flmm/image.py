@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from flmm.errors import ImageError
 
-ImageLike = Union[Image.Image, np.ndarray, str, os.PathLike]
+ImageLike = Image.Image | np.ndarray | str | os.PathLike
 
 MIN_SIDE = 2  # below this no processor produces a meaningful grid
 MAX_PIXELS = 16384 * 16384  # decompression-bomb guard; processors resize large images down anyway

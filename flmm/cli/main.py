@@ -15,6 +15,7 @@ from flmm.errors import FlmmError
 
 # sub-command name -> module path (one line per command)
 COMMANDS: dict[str, str] = {
+    "world": "flmm.cli.world",
 }
 
 

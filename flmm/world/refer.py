@@ -1,0 +1,122 @@
+"""Referring expressions of a scene, each verified to denote exactly the things it claims.
+
+Three kinds (see :mod:`flmm.world.describe` for descriptors, margins and relations):
+
+- ``"attribute"``: ``"the red circle"``, ``"the big object"`` (a descriptor matching one thing only), or
+  plural ``"the squares"`` / ``"the two red squares"`` (every thing matching a descriptor shared by 2+).
+- ``"location"``: ``"the left-most triangle"``: the clear extreme of a class of 2+ things.
+- ``"relation"``: ``"the circle left of the blue square"``: a class of 2+ things of which exactly one lies
+  clearly in that relation to a uniquely described anchor, and every other member clearly does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flmm.world import describe as d
+from flmm.world.scene import Scene
+
+KINDS: tuple[str, ...] = ("attribute", "location", "relation")
+WORDS = frozenset({"the"})
+
+
+@dataclass
+class RefExpr:
+    """A referring expression: ``text`` denotes exactly the things ``thing_ids`` (indices into
+    ``scene.thing_masks``); ``kind`` is one of :data:`KINDS`."""
+
+    text: str
+    thing_ids: tuple[int, ...]
+    kind: str
+
+    def mask(self, scene: Scene) -> np.ndarray:
+        """``(128, 128)`` bool union of the referred things' visible masks."""
+        return d.union_mask(scene, self.thing_ids, None)
+
+
+def _class_descriptors(things) -> list[d.Descriptor]:
+    """Every distinct descriptor matching at least one thing (the empty descriptor included)."""
+    seen: dict[d.Descriptor, None] = {}
+    for t in things:
+        for desc in d.descriptors_of(t):
+            seen.setdefault(desc, None)
+    return list(seen)
+
+
+def _attribute(things, rng: np.random.Generator) -> list[RefExpr]:
+    out = []
+    for k in range(len(things)):
+        for desc in d.unique_descriptors(things, k):
+            out.append(RefExpr(" ".join(["the", *d.words(desc)]), (k,), "attribute"))
+    for desc in _class_descriptors(things):
+        ids = d.members(things, desc)
+        if len(ids) >= 2:
+            count = [d.NUMBER_WORDS[len(ids)]] if rng.random() < 0.5 else []
+            out.append(RefExpr(" ".join(["the", *count, *d.words(desc, many=True)]), ids, "attribute"))
+    return out
+
+
+def _location(things) -> list[RefExpr]:
+    out = []
+    for desc in _class_descriptors(things):
+        ids = d.members(things, desc)
+        for loc in d.LOCATIONS:
+            k = d.extreme(things, ids, loc)
+            if k is not None:
+                out.append(RefExpr(" ".join(["the", loc, *d.words(desc)]), (k,), "location"))
+    return out
+
+
+def _relation(things, rng: np.random.Generator) -> list[RefExpr]:
+    out = []
+    anchors = {b: d.unique_descriptors(things, b) for b in range(len(things))}
+    for desc in _class_descriptors(things):
+        ids = d.members(things, desc)
+        if len(ids) < 2:
+            continue
+        for b, anchor_descs in anchors.items():
+            if not anchor_descs:
+                continue
+            for rel in d.RELATIONS:
+                states = {k: d.relation_state(things[k], things[b], rel) for k in ids if k != b}
+                true = [k for k, s in states.items() if s is True]
+                if len(true) == 1 and all(s is False for k, s in states.items() if k != true[0]):
+                    anchor = anchor_descs[rng.integers(len(anchor_descs))]
+                    text = " ".join(["the", *d.words(desc), rel, "the", *d.words(anchor)])
+                    out.append(RefExpr(text, (true[0],), "relation"))
+    return out
+
+
+def _pick(cands: list[RefExpr], n: int, rng: np.random.Generator) -> list[RefExpr]:
+    """Up to ``n`` candidates, in random order, preferring targets not yet picked (variety)."""
+    order = [cands[i] for i in rng.permutation(len(cands))]
+    picked: list[RefExpr] = []
+    seen_targets: set[tuple[int, ...]] = set()
+    for fresh_only in (True, False):
+        for c in order:
+            if len(picked) >= n:
+                return picked
+            if c in picked or (fresh_only and c.thing_ids in seen_targets):
+                continue
+            picked.append(c)
+            seen_targets.add(c.thing_ids)
+    return picked
+
+
+def referring_expressions(
+    scene: Scene, rng: np.random.Generator | None = None, max_per_kind: int = 4
+) -> list[RefExpr]:
+    """A varied set of unambiguous referring expressions: up to ``max_per_kind`` of each kind (fewer
+    when the scene does not allow more, e.g. no location expression with a single thing).
+
+    With ``rng=None`` the choice is seeded by ``scene.spec.seed`` (deterministic).
+    """
+    things = scene.spec.things
+    rng = rng if rng is not None else np.random.default_rng([scene.spec.seed, 12])
+    out: list[RefExpr] = []
+    for cands in (_attribute(things, rng), _location(things), _relation(things, rng)):
+        unique = list({c.text: c for c in cands}.values())
+        out += _pick(unique, max_per_kind, rng)
+    return out
