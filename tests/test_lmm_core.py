@@ -59,7 +59,11 @@ def test_capture_equals_eager(lmm):
     assert (got - ref).abs().max().item() <= 1e-5
     # each map sums to less than 1 (text keys take the rest) and is non-negative
     assert got.min() >= 0 and got.sum(-1).max() <= 1 + 1e-5
-    assert cap.hidden_states.shape == (len(enc.answer_positions), lmm.identity.num_layers, lmm.identity.hidden_size)
+    assert cap.hidden_states.shape == (
+        len(enc.answer_positions),
+        lmm.identity.num_layers,
+        lmm.identity.hidden_size,
+    )
 
 
 def test_outputs_identical_to_sdpa(lmm):
@@ -163,8 +167,9 @@ def test_planted_patch_lands_on_its_grid_cells(family, hw):
             cx0, cy0 = bx0 + c * cw, by0 + r * ch
             # the cell must overlap the planted square (with one processed pixel of resampling blur)
             pad = max(cw, ch)
-            assert cx0 - pad < x0 + s and cx0 + cw + pad > x0 and cy0 - pad < y0 + s and cy0 + ch + pad > y0, (
-                g.geometry.name, r, c, (cx0, cy0, cw, ch), (x0, y0, s))
+            assert (
+                cx0 - pad < x0 + s and cx0 + cw + pad > x0 and cy0 - pad < y0 + s and cy0 + ch + pad > y0
+            ), (g.geometry.name, r, c, (cx0, cy0, cw, ch), (x0, y0, s))
             hits += 1
         # and the cell under the patch centre changed
         cx, cy = x0 + s / 2, y0 + s / 2
@@ -187,8 +192,11 @@ def _vision_tower(model):
 def test_unsupported_model_names_families():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    m = LlamaForCausalLM(LlamaConfig(vocab_size=10, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2))
+    m = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=10, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+        )
+    )
     with pytest.raises(UnsupportedModelError, match="llava"):
         FrozenLMM(m, None)
 

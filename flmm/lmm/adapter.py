@@ -84,13 +84,13 @@ class LMMAdapter:
     #: config attribute holding the language model's config (its attention implementation is switched)
     text_config_key: ClassVar[str] = "text_config"
 
-    def __init__(self, model: nn.Module, processor: Any) -> None:
-        self.model = model
+    def __init__(self, model: Any, processor: Any) -> None:
+        self.model: Any = model  # a transformers PreTrainedModel (typed Any: its config is dynamic)
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
 
     # --- model structure -------------------------------------------------------------------------
-    def language_model(self) -> nn.Module:
+    def language_model(self) -> Any:
         """The decoder stack (has ``.layers`` and ``.norm``)."""
         inner = getattr(self.model, "model", self.model)
         for name in ("language_model", "text_model"):
@@ -103,7 +103,7 @@ class LMMAdapter:
         return list(self.language_model().layers)
 
     def attention_modules(self) -> list[nn.Module]:
-        return [layer.self_attn for layer in self.decoder_layers()]
+        return [layer.get_submodule("self_attn") for layer in self.decoder_layers()]
 
     def final_norm(self) -> nn.Module:
         return self.language_model().norm
@@ -123,7 +123,8 @@ class LMMAdapter:
     def hidden_size(self) -> int:
         return int(self.text_config().hidden_size)
 
-    num_grids: ClassVar[int] = 1
+    #: visual grids per image (instances may override, e.g. Idefics3 without image splitting)
+    num_grids: int = 1
 
     # --- inputs ------------------------------------------------------------------------------------
     def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
@@ -158,7 +159,9 @@ class LMMAdapter:
                 positions, offsets = torch.empty(0, dtype=torch.long), torch.empty(0, 2, dtype=torch.long)
             grids = self.visual_grids(inputs, b, (image.height, image.width))
             if sum(g.positions.numel() for g in grids) == 0:
-                raise InputError("the processed input holds no image tokens; is the image placeholder missing?")
+                raise InputError(
+                    "the processed input holds no image tokens; is the image placeholder missing?"
+                )
             out.append(Encoded(inputs, text, answer, positions, offsets, grids, b))
         return out
 

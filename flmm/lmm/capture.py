@@ -14,7 +14,7 @@ absolute position ``kv_len - q_len + i``.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 import torch
@@ -27,30 +27,38 @@ ATTN_IMPLEMENTATION = "flmm_capture"
 
 
 @dataclass
+class _Call:
+    """Buffers of one forward call that had queries to capture (written layer by layer in place)."""
+
+    positions: torch.Tensor  # (B, S_c) absolute, -1 = none
+    local: torch.Tensor  # (B, S_c) index on the call's query axis
+    rows: torch.Tensor | None = None  # (B, M, H, S_c, K) float32
+    hidden: torch.Tensor | None = None  # (B, S_c, M, d) float32
+    last: torch.Tensor | None = None  # (B, S_c, d) float32
+
+
+@dataclass
 class CaptureState:
     """What to capture and what was captured during one or more forward passes.
 
     Attributes:
         key_index: ``(B, K)`` absolute positions of the image tokens (the kept key columns), ``-1`` pads.
+        layers: id(attention module) -> layer index in the language model.
         positions: ``(B, S)`` absolute query positions to capture in any call, ``-1`` pads; or None.
         from_position: if set, also capture every query at absolute position ``>= from_position``
             (used for generated tokens during ``generate``).
-        layers: id(attention module) -> layer index in the language model.
-        norm: the language model's final norm (its output at captured positions is ``last_hidden``).
     """
 
     key_index: torch.Tensor
     layers: dict[int, int]
     positions: torch.Tensor | None = None
     from_position: int | None = None
-    rows: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> [(B, H, S_c, K)]
-    hidden: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> [(B, S_c, d)]
-    last: list[torch.Tensor] = field(default_factory=list)  # [(B, S_c, d)]
-    call_positions: list[torch.Tensor] = field(default_factory=list)  # [(B, S_c)] absolute, -1 = none
-    _pending: torch.Tensor | None = None  # local query indices of the current call, (B, S_c)
+    calls: list[_Call] = field(default_factory=list)
+    current: _Call | None = None
 
     def select(self, q_len: int, kv_len: int, batch: int, device: torch.device) -> torch.Tensor | None:
-        """Absolute positions ``(B, S_c)`` to capture in a call, ``-1`` where a row has fewer; or None."""
+        """Absolute positions ``(B, S_c)`` to capture in a call, ``-1`` where a row has fewer; or None.
+        Explicit positions keep their given order, so row ``j`` of sample ``b`` is ``positions[b, j]``."""
         start = kv_len - q_len
         chosen = []
         if self.positions is not None:
@@ -69,64 +77,82 @@ class CaptureState:
         return sel
 
     def stack(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Concatenate all calls: positions ``(B, S)``, rows ``(B, M, H, S, K)``, hidden ``(B, S, M, d)``
-        and last hidden ``(B, S, d)``, in call order."""
-        if not self.call_positions:
-            raise RuntimeError("nothing was captured")
-        pos = torch.cat(self.call_positions, dim=1)
-        n_layers = len(self.layers)
-        missing = [i for i in range(n_layers) if i not in self.rows]
-        if missing:
-            raise RuntimeError(f"layers {missing} were not captured; is the attention implementation set?")
-        rows = torch.stack([torch.cat(self.rows[i], dim=2) for i in range(n_layers)], dim=1)
-        hidden = torch.stack([torch.cat(self.hidden[i], dim=1) for i in range(n_layers)], dim=2)
-        last = torch.cat(self.last, dim=1)
-        return pos, rows, hidden, last
+        """All calls together: positions ``(B, S)``, rows ``(B, M, H, S, K)``, hidden ``(B, S, M, d)``
+        and last hidden ``(B, S, d)``, in call order. A single call is returned without copying."""
+        calls = [c for c in self.calls if c.rows is not None]
+        if not calls:
+            raise RuntimeError("nothing was captured; is the attention implementation set to flmm_capture?")
+        if any(c.hidden is None or c.last is None for c in calls):
+            raise RuntimeError("hidden states were not captured for every call")
+        if len(calls) == 1:
+            c = calls[0]
+            return c.positions, c.rows, c.hidden, c.last  # type: ignore[return-value]
+        return (
+            torch.cat([c.positions for c in calls], dim=1),
+            torch.cat([c.rows for c in calls], dim=3),  # type: ignore[misc]
+            torch.cat([c.hidden for c in calls], dim=1),  # type: ignore[misc]
+            torch.cat([c.last for c in calls], dim=1),  # type: ignore[misc]
+        )
 
 
 _ACTIVE: ContextVar[CaptureState | None] = ContextVar("flmm_capture_state", default=None)
 
 
-def _attention_rows(
+def _record_rows(
     state: CaptureState,
+    layer: int,
     query: torch.Tensor,
     key: torch.Tensor,
     attention_mask: torch.Tensor | None,
     scaling: float | None,
     is_causal: bool,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Softmax rows ``(B, H, S, K)`` (float32) of the selected queries restricted to the image keys,
-    and the selected absolute positions ``(B, S)``; None when this call has nothing to capture."""
+) -> None:
+    """Write the softmax rows of the selected queries, restricted to the image keys, into the current
+    call's buffer ``rows[:, layer]`` (float32). At layer 0 a new call starts (or none, if this forward
+    has nothing to capture). Transient memory is one ``(B, H, S_c, L)`` score block."""
     b, h, q_len, d = query.shape
     kv_len = key.shape[2]
-    sel = state.select(q_len, kv_len, b, query.device)
-    if sel is None:
-        state._pending = None
-        return None
-    start = kv_len - q_len
-    valid = sel >= 0
-    local = torch.where(valid, sel - start, torch.zeros_like(sel))  # (B, S)
+    if layer == 0:
+        sel = state.select(q_len, kv_len, b, query.device)
+        if sel is None:
+            state.current = None
+            return
+        local = torch.where(sel >= 0, sel - (kv_len - q_len), torch.zeros_like(sel))
+        state.current = _Call(sel, local)
+        state.calls.append(state.current)
+    call = state.current
+    if call is None:
+        return
+    sel, local = call.positions, call.local
     s = local.shape[1]
+    kidx = state.key_index.to(query.device)
+    if call.rows is None:
+        call.rows = torch.empty(b, len(state.layers), h, s, kidx.shape[1], device=query.device)
     q = query.gather(2, local[:, None, :, None].expand(b, h, s, d)).float()
     h_kv = key.shape[1]
-    groups = h // h_kv
     # GQA without repeat_kv: fold the query heads of a KV group into the row axis
-    scores = torch.matmul(q.reshape(b, h_kv, groups * s, d), key.float().transpose(-1, -2))
-    scores = scores.reshape(b, h, s, kv_len) * (scaling if scaling is not None else d**-0.5)
+    scores = torch.matmul(q.reshape(b, h_kv, (h // h_kv) * s, d), key.float().transpose(-1, -2))
+    scores = scores.view(b, h, s, kv_len).mul_(scaling if scaling is not None else d**-0.5)
     if attention_mask is not None:
         m = attention_mask[..., :kv_len]
-        m = m.expand(b, m.shape[1], q_len, kv_len)
-        m = m.gather(2, local[:, None, :, None].expand(b, m.shape[1], s, kv_len))
-        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
+        m = m.expand(b, m.shape[1], q_len, kv_len).gather(
+            2, local[:, None, :, None].expand(b, m.shape[1], s, kv_len)
+        )
+        if m.dtype == torch.bool:
+            scores.masked_fill_(~m, float("-inf"))
+        else:
+            scores.add_(m.float())
     elif is_causal:
         future = torch.arange(kv_len, device=query.device)[None, None, :] > sel[:, :, None]  # (B, S, K)
-        scores = scores.masked_fill(future[:, None], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    kidx = state.key_index.to(query.device)
-    kept = probs.gather(-1, kidx.clamp(min=0)[:, None, None, :].expand(b, h, s, kidx.shape[1]))
-    kept = kept.masked_fill(~(valid[:, None, :, None] & (kidx >= 0)[:, None, None, :]), 0.0)
-    state._pending = local
-    return kept, sel
+        scores.masked_fill_(future[:, None], float("-inf"))
+    # in-place softmax over the whole key axis (same as eager's float32 softmax)
+    scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+    scores.div_(scores.sum(-1, keepdim=True))
+    out = call.rows[:, layer]
+    torch.gather(scores, -1, kidx.clamp(min=0)[:, None, None, :].expand(b, h, s, kidx.shape[1]), out=out)
+    invalid = ~((sel >= 0)[:, None, :, None] & (kidx >= 0)[:, None, None, :])
+    if invalid.any():
+        out.masked_fill_(invalid, 0.0)
 
 
 def flmm_attention_forward(
@@ -142,7 +168,15 @@ def flmm_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """SDPA attention (unchanged output) + capture of selected rows when a capture is active."""
     out = sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        module,
+        query,
+        key,
+        value,
+        attention_mask,
+        dropout=dropout,
+        scaling=scaling,
+        is_causal=is_causal,
+        **kwargs,
     )
     state = _ACTIVE.get()
     if state is not None:
@@ -150,11 +184,7 @@ def flmm_attention_forward(
         if layer is not None:
             causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
             with torch.no_grad():
-                got = _attention_rows(state, query, key, attention_mask, scaling, causal)
-            if got is not None:
-                state.rows.setdefault(layer, []).append(got[0])
-                if layer == 0:
-                    state.call_positions.append(got[1])
+                _record_rows(state, layer, query, key, attention_mask, scaling, causal)
     return out
 
 
@@ -195,27 +225,29 @@ class capture:
         self._layers = layers
         self._norm = norm
         self._handles: list = []
-        self._token = None
+        self._token: Token[CaptureState | None] | None = None
 
     def _layer_hook(self, index: int):
         def hook(_module, _inputs, output):
-            local = self.state._pending
-            if local is None:
+            call = self.state.current
+            if call is None:
                 return
             hs = output[0] if isinstance(output, tuple) else output
-            b, s = local.shape
-            self.state.hidden.setdefault(index, []).append(
-                hs.detach().gather(1, local[:, :, None].expand(b, s, hs.shape[-1])).float()
+            b, s = call.local.shape
+            if call.hidden is None:
+                call.hidden = torch.empty(b, s, len(self._layers), hs.shape[-1], device=hs.device)
+            call.hidden[:, :, index] = hs.detach().gather(
+                1, call.local[:, :, None].expand(b, s, hs.shape[-1])
             )
 
         return hook
 
     def _norm_hook(self, _module, _inputs, output):
-        local = self.state._pending
-        if local is None:
+        call = self.state.current
+        if call is None:
             return
-        b, s = local.shape
-        self.state.last.append(output.detach().gather(1, local[:, :, None].expand(b, s, output.shape[-1])).float())
+        b, s = call.local.shape
+        call.last = output.detach().gather(1, call.local[:, :, None].expand(b, s, output.shape[-1])).float()
 
     def __enter__(self) -> CaptureState:
         for i, layer in enumerate(self._layers):

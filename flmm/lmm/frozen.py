@@ -135,7 +135,9 @@ class FrozenLMM:
 
     def _capture_ctx(self, key_index: torch.Tensor, positions=None, from_position=None) -> capture:
         a = self.adapter
-        return capture(a.decoder_layers(), a.attention_modules(), a.final_norm(), key_index, positions, from_position)
+        return capture(
+            a.decoder_layers(), a.attention_modules(), a.final_norm(), key_index, positions, from_position
+        )
 
     # --- teacher-forced capture ---------------------------------------------------------------------
     @torch.inference_mode()
@@ -177,14 +179,19 @@ class FrozenLMM:
         key_index = _pad([e.key_index for e in encs])
         with self._capture_ctx(key_index, positions=positions) as state:
             self.model(**self._model_inputs(encs[0].inputs), use_cache=False)
-        pos, rows, hidden, last = state.stack()
+        _, rows, hidden, last = state.stack()
         results = []
         for b, (enc, c) in enumerate(zip(encs, chosen)):
-            # the capture returns rows in query-position order per sample; map back to our order
-            want = enc.answer_positions[c].to(pos.device)
-            order = torch.stack([torch.nonzero(pos[b] == p).flatten()[0] for p in want]) if len(want) else want
+            n = len(c)  # row j of sample b is positions[b, j]: our order, no search needed
             results.append(
-                _result(enc, rows[b][:, :, order], hidden[b][order], last[b][order], want.cpu(), enc.answer_offsets[c])
+                _result(
+                    enc,
+                    rows[b, :, :, :n],
+                    hidden[b, :n],
+                    last[b, :n],
+                    enc.answer_positions[c],
+                    enc.answer_offsets[c],
+                )
             )
         return results
 
@@ -276,7 +283,9 @@ def _select(enc: Encoded, spans, token_indices) -> torch.Tensor:
     if token_indices is not None:
         idx = torch.as_tensor(list(token_indices), dtype=torch.long)
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= n:
-            raise SpanError(f"token indices must lie in [0, {n}) (the answer has {n} tokens); got {idx.tolist()}")
+            raise SpanError(
+                f"token indices must lie in [0, {n}) (the answer has {n} tokens); got {idx.tolist()}"
+            )
         return idx
     return torch.arange(n)
 
@@ -290,13 +299,13 @@ def _pad(rows: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _result(enc: Encoded, rows, hidden, last, positions, offsets, token_ids=None, text=None) -> CaptureResult:
-    """Split ``rows (M, H, T, K)`` into per-grid ``(T, M, H, h, w)`` maps."""
+    """Split ``rows (M, H, T, K)`` into per-grid ``(T, M, H, h, w)`` maps (views, no copy on CPU)."""
     rows = rows.permute(2, 0, 1, 3).cpu()  # (T, M, H, K)
     maps, start = [], 0
     for g in enc.grids:
         n = g.positions.numel()
         h, w = g.geometry.grid_hw
-        maps.append(rows[..., start : start + n].reshape(*rows.shape[:3], h, w).contiguous())
+        maps.append(rows[..., start : start + n].unflatten(-1, (h, w)))
         start += n
     ids = enc.inputs["input_ids"][enc.index][positions] if token_ids is None else token_ids
     return CaptureResult(

@@ -1,0 +1,385 @@
+"""The F-LMM mask head as one model: U-Net decoder + SAM refiner + language cues + keyword selector.
+
+Checkpoints are ``config.json`` (:class:`HeadConfig`, with the identities of the LMM and SAM the head was
+trained on) + ``model.safetensors`` holding only the trainable weights; the frozen SAM vision encoder comes
+from the SAM checkpoint at load time. ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` work with
+a local folder or a Hugging Face hub repo through ``huggingface_hub.ModelHubMixin``.
+"""
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from safetensors.torch import load_file, save_file
+
+from flmm.errors import ConfigError, InputError, SpanError
+from flmm.head.config import HeadConfig, SamIdentity, describe_lmm
+from flmm.head.hub import MODEL_CARD, load_sam
+from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
+from flmm.head.losses import compute_losses
+from flmm.head.prep import canvas_image_mask, canvas_logits_to_image, collate_canvases, prepare_object_maps
+from flmm.head.refiner import FROZEN_PREFIXES, SamRefiner
+from flmm.head.sam_frame import frame_image_mask, frame_logits_to_image
+from flmm.head.text_prompt import LanguageCue
+from flmm.head.types import GroundingQuery, GroundingResult, HeadOutput
+from flmm.head.unet import UNetDecoder
+from flmm.lmm.types import CaptureResult, LMMIdentity
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _stage_confidence(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(K, h, w)`` logits, ``(K, h, w)`` 0/1 on-image weights -> ``(K,)`` mean foreground probability, or
+    the highest probability when no cell is foreground."""
+    prob = torch.sigmoid(logits.float()) * weights
+    fg = (logits > 0) & (weights > 0)
+    n = fg.flatten(1).sum(1)
+    mean_fg = (prob * fg).flatten(1).sum(1) / n.clamp_min(1)
+    return torch.where(n > 0, mean_fg, prob.flatten(1).amax(1))
+
+
+class FLMMHead(
+    nn.Module,
+    ModelHubMixin,
+    library_name="flmm",
+    tags=["flmm", "image-segmentation", "grounding", "f-lmm"],
+    paper_url="https://arxiv.org/abs/2406.05821",
+    model_card_template=MODEL_CARD,
+):
+    """Trainable mask head over a frozen LMM.
+
+    Args:
+        config: the head's :class:`HeadConfig`.
+        sam_model: transformers ``SamModel`` for the refiner (required when ``config.use_refiner``).
+        decoder, keyword_selector, language_cue, refiner: optional pre-built parts; built from ``config``
+            when omitted.
+    """
+
+    def __init__(
+        self,
+        config: HeadConfig,
+        sam_model: nn.Module | None = None,
+        decoder: UNetDecoder | None = None,
+        keyword_selector: KeywordSelector | None = None,
+        language_cue: LanguageCue | None = None,
+        refiner: SamRefiner | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = HeadConfig.from_dict(config)
+        self.config = config
+        lmm = config.lmm
+        self.decoder = decoder or UNetDecoder(config.num_input_maps, config.decoder_width)
+        self.keyword_selector = keyword_selector or KeywordSelector(lmm.hidden_size)
+        self.refiner: SamRefiner | None = None
+        self.language_cue: LanguageCue | None = None
+        if config.use_refiner and config.sam is not None:  # validate() guarantees sam with use_refiner
+            if refiner is None:
+                if sam_model is None:
+                    raise ConfigError(
+                        f"this head uses a SAM refiner: pass sam_model=SamModel.from_pretrained({config.sam.name!r})"
+                    )
+                refiner = SamRefiner(sam_model)
+            self.refiner = refiner
+            self._check_sam(config.sam, SamIdentity.from_model(refiner.sam))
+            self.language_cue = language_cue or LanguageCue(
+                lmm.num_layers, lmm.hidden_size, config.sam.prompt_width
+            )
+
+    # ------------------------------------------------------------------ identity checks
+    @staticmethod
+    def _check_sam(expected: SamIdentity, actual: SamIdentity) -> None:
+        diff = expected.mismatch(actual)
+        if diff:
+            raise ConfigError(
+                f"this head was trained with {expected.describe()} but got {actual.describe()} "
+                f"(differs in {', '.join(diff)}): load the SAM checkpoint the head was trained with"
+            )
+        if expected.name and actual.name and Path(expected.name).name != Path(actual.name).name:
+            warnings.warn(
+                f"head was trained with SAM {expected.name!r}, running with {actual.name!r} of the same shape",
+                stacklevel=3,
+            )
+
+    def check_compatible(self, lmm: LMMIdentity) -> None:
+        """Raise :class:`ConfigError` naming both models when ``lmm`` does not fit this head (layers x heads,
+        hidden size or number of visual grids differ)."""
+        mine = self.config.lmm
+        fields = ("num_layers", "num_heads", "hidden_size", "num_grids")
+        if any(int(getattr(mine, f)) != int(getattr(lmm, f)) for f in fields):
+            raise ConfigError(
+                f"this mask head was trained on LMM {describe_lmm(mine)}, but it is being used with "
+                f"{describe_lmm(lmm)}: load or train a head for that LMM"
+            )
+
+    def _check_capture(self, capture: CaptureResult) -> None:
+        lmm = self.config.lmm
+        if len(capture.attentions) != lmm.num_grids:
+            raise ConfigError(
+                f"this head expects {lmm.num_grids} visual grid(s) per image (LMM {lmm.name!r}), the capture has "
+                f"{len(capture.attentions)}: was it made with a different LMM?"
+            )
+        for a in capture.attentions:
+            if a.dim() != 5 or (a.shape[1], a.shape[2]) != (lmm.num_layers, lmm.num_heads):
+                got = (
+                    f"{a.shape[1]} layers x {a.shape[2]} heads" if a.dim() == 5 else f"shape {tuple(a.shape)}"
+                )
+                raise ConfigError(
+                    f"this mask head was trained on LMM {describe_lmm(lmm)}, but the captured attentions have "
+                    f"{got}: load or train a head for that LMM"
+                )
+        hs, last = capture.hidden_states, capture.last_hidden
+        if hs.dim() != 3 or tuple(hs.shape[1:]) != (lmm.num_layers, lmm.hidden_size):
+            raise ConfigError(
+                f"captured hidden states are {tuple(hs.shape)}, expected (T, {lmm.num_layers}, {lmm.hidden_size}) "
+                f"for LMM {describe_lmm(lmm)}"
+            )
+        if last.dim() != 2 or last.shape[1] != lmm.hidden_size or last.shape[0] != hs.shape[0]:
+            raise ConfigError(
+                f"captured last hidden states are {tuple(last.shape)}, expected ({hs.shape[0]}, {lmm.hidden_size}) "
+                f"for LMM {describe_lmm(lmm)}"
+            )
+        # a NaN here would silently become a NaN prompt token and a NaN mask
+        if not (torch.isfinite(hs).all() and torch.isfinite(last).all()):
+            raise InputError(
+                "captured hidden states contain NaN or inf: the LMM forward is broken (fp16 overflow?)"
+            )
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.out.weight.device
+
+    def train(self, mode: bool = True) -> "FLMMHead":
+        super().train(mode)
+        if self.refiner is not None:
+            self.refiner.train(mode)  # keeps SAM's vision encoder in eval mode
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser should update (everything but SAM's vision encoder and positional code)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict without the frozen SAM parts: exactly what ``model.safetensors`` holds."""
+        frozen = tuple("refiner." + p for p in FROZEN_PREFIXES)
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(frozen)}
+
+    @torch.no_grad()
+    def embed_image(self, image) -> torch.Tensor:
+        """Frozen SAM embedding ``(1, P, e, e)`` float32 of a PIL / uint8 ``(H, W, 3)`` image; compute once per
+        image and pass it in every :class:`GroundingQuery` / :meth:`predict` call for that image."""
+        if self.refiner is None:
+            raise ConfigError("this head has no SAM refiner, so it needs no image embedding")
+        return self.refiner.embed_image(image)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, queries: Sequence[GroundingQuery]) -> HeadOutput:
+        """Run the head on a batch of samples (training and inference share this path).
+
+        Returns:
+            :class:`HeadOutput` with U-Net canvas logits ``(K, S, S)``, refiner low-res logits ``(K, R, R)``
+            over each object's SAM frame, SAM IoU predictions, and per-query keyword logits ``(T_i,)``.
+        """
+        canvases, hidden, q_index, embeddings = [], [], [], []
+        keyword_logits = []
+        dev = self.device
+        for qi, q in enumerate(queries):
+            cap = q.capture
+            self._check_capture(cap)
+            keyword_logits.append(self.keyword_selector(cap.last_hidden.to(dev)))
+            t = cap.hidden_states.shape[0]
+            for obj in q.objects:
+                idx = [int(i) for i in obj]
+                if not idx or min(idx) < 0 or max(idx) >= t:
+                    raise SpanError(f"object token indices {idx} must be non-empty and lie in [0, {t})")
+                att = [a[idx] for a in cap.attentions]
+                canvases.append(
+                    prepare_object_maps(att, cap.geometries, self.config.canvas_size, self.config.merge)
+                )
+                hidden.append(cap.hidden_states[idx])
+                q_index.append(qi)
+            if self.refiner is not None and len(q.objects):
+                if q.image_embedding is None:
+                    raise InputError(
+                        f"query {qi} has objects but no image_embedding: use head.embed_image(image)"
+                    )
+                embeddings.append(q.image_embedding)
+        query_index = torch.tensor(q_index, dtype=torch.long, device=dev)
+        s = self.config.canvas_size
+        if not canvases:
+            # keeps the graph connected so a keyword-only batch can still backpropagate
+            empty = torch.zeros(0, s, s, device=dev) + 0.0 * self.decoder.out.weight.sum()
+            return HeadOutput(empty, None, None, None, [], keyword_logits, query_index)
+        batch = collate_canvases(canvases)
+        batch.maps = batch.maps.to(dev)
+        logits = self.decoder(batch.maps)
+        refined = iou = None
+        frames = []
+        if self.refiner is not None:
+            refined, iou, frames = self._refine(logits, batch, hidden, query_index, queries, embeddings)
+        return HeadOutput(logits, batch, refined, iou, frames, keyword_logits, query_index)
+
+    def _refine(self, logits, batch, hidden, query_index, queries, embeddings):
+        ref = self.refiner
+        cfg = self.config
+        frames = [ref.frame(g.image_hw) for g in batch.geometries]
+        # one embedding per query that has objects; map each object to its row
+        rows = {qi: r for r, qi in enumerate(i for i, q in enumerate(queries) if len(q.objects))}
+        image_index = torch.tensor([rows[int(qi)] for qi in query_index], dtype=torch.long)
+        emb = torch.cat([e.to(ref.device).reshape(1, *e.shape[-3:]) for e in embeddings])
+        prompts = ref.mask_prompts(logits, batch.valid_hw, batch.geometries)
+        boxes = ref.box_prompts(prompts, frames) if cfg.box_prompt else None
+        text = [self.language_cue(h.to(self.device)) for h in hidden] if cfg.text_prompt else None
+        refined, iou = ref(emb, image_index, prompts if cfg.mask_prompt else None, boxes, text)
+        return refined, iou, frames
+
+    def compute_losses(
+        self,
+        output: HeadOutput,
+        gt_masks: Sequence[torch.Tensor] | None,
+        keyword_labels: Sequence[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms and weighted total (see :func:`flmm.head.losses.compute_losses`); weights from config."""
+        return compute_losses(
+            output, gt_masks, keyword_labels, self.config.loss_weights, self.config.dice_smooth
+        )
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def predict(
+        self,
+        capture: CaptureResult,
+        objects: Sequence[Sequence[int]],
+        image=None,
+        image_embedding: torch.Tensor | None = None,
+    ) -> GroundingResult:
+        """Masks on the original image's pixels for ``K`` objects of one captured sample.
+
+        Args:
+            capture: the frozen LMM's capture for one image and text.
+            objects: per object, token indices into ``capture``'s ``T`` axis.
+            image: the image (PIL / uint8 array) when no ``image_embedding`` is given (refiner only).
+            image_embedding: ``(1, P, e, e)`` from :meth:`embed_image`, reused across calls.
+
+        Returns:
+            :class:`GroundingResult` with ``(K, H, W)`` bool masks, logits and ``(K,)`` scores.
+        """
+        if self.refiner is not None and image_embedding is None:
+            if image is None:
+                raise InputError("pass image=... or image_embedding=head.embed_image(image)")
+            image_embedding = self.embed_image(image)
+        out = self.forward([GroundingQuery(capture, objects, image_embedding)])
+        h, w = capture.geometries[0].image_hw
+        if out.num_objects == 0:
+            z = torch.zeros(0, h, w)
+            return GroundingResult(z.bool(), z, torch.zeros(0), torch.zeros(0), decoder_masks=z.bool())
+        batch = out.canvas
+        assert batch is not None  # there are objects
+        dec_img = torch.stack(canvas_logits_to_image(out.decoder_logits, batch.valid_hw, batch.geometries))
+        on_image = torch.stack(
+            [
+                canvas_image_mask(hw, g, batch.size, device=self.device)
+                for hw, g in zip(batch.valid_hw, batch.geometries)
+            ]
+        )
+        dec_conf = _stage_confidence(out.decoder_logits, on_image)
+        if out.refiner_logits is None:
+            return GroundingResult(dec_img > 0, dec_img, dec_conf, dec_conf, decoder_masks=dec_img > 0)
+        r = out.refiner_logits.shape[-1]
+        ref_img = torch.stack([frame_logits_to_image(lg, f) for lg, f in zip(out.refiner_logits, out.frames)])
+        ref_on_image = torch.stack([frame_image_mask(f, r, device=self.device) for f in out.frames])
+        ref_conf = _stage_confidence(out.refiner_logits, ref_on_image)
+        return GroundingResult(
+            masks=ref_img > 0,
+            logits=ref_img,
+            scores=torch.minimum(dec_conf, ref_conf),
+            decoder_scores=dec_conf,
+            refiner_scores=ref_conf,
+            iou_predictions=out.iou_predictions,
+            decoder_masks=dec_img > 0,
+        )
+
+    @torch.inference_mode()
+    def select_keywords(self, capture: CaptureResult, threshold: float | None = None) -> list[Phrase]:
+        """Phrases to ground in ``capture.text``: runs of adjacent tokens whose keyword probability is
+        ``> threshold`` (default ``config.keyword_threshold``), with their character spans."""
+        probs = torch.sigmoid(self.keyword_selector(capture.last_hidden.to(self.device)))
+        thr = self.config.keyword_threshold if threshold is None else threshold
+        offsets = capture.offsets if len(capture.offsets) else None
+        return group_keywords(probs, thr, capture.positions, offsets, capture.text)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_pretrained(self, save_directory: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
+        save_file(
+            state, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt", "library": "flmm"}
+        )
+        self.config.save(Path(save_directory) / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "FLMMHead":
+        """Load a head from a local folder or a hub repo id.
+
+        Keyword args: ``sam_model`` (a ``SamModel``; when omitted and the head has a refiner, the SAM named in
+        the config is loaded with ``SamModel.from_pretrained``), ``map_location`` (default ``"cpu"``), and
+        huggingface_hub's ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, FileNotFoundError) as e:
+            raise ConfigError(
+                f"cannot load an flmm head from {str(pretrained_model_name_or_path)!r}: {e}. Give a folder "
+                f"holding {CONFIG_NAME} and {WEIGHTS_NAME}, or a reachable hub repo id"
+            ) from e
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir=None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token=None,
+        config=None,
+        sam_model: nn.Module | None = None,
+        map_location: str = "cpu",
+        **kwargs,
+    ) -> "FLMMHead":
+        hub = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, token=token)
+        hub["local_files_only"] = local_files_only
+        if os.path.isdir(model_id):
+            cfg_path, weights_path = Path(model_id) / CONFIG_NAME, Path(model_id) / WEIGHTS_NAME
+        else:
+            cfg_path = Path(hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, **hub))
+            weights_path = Path(hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, **hub))
+        if not cfg_path.is_file() or not weights_path.is_file():
+            raise ConfigError(f"{model_id!r} must hold {CONFIG_NAME} and {WEIGHTS_NAME}")
+        head_cfg = HeadConfig.load(cfg_path)
+        if head_cfg.use_refiner and sam_model is None:
+            sam_model = load_sam(head_cfg.sam.name if head_cfg.sam else "")
+        head = cls(head_cfg, sam_model=sam_model)
+        head.load_trainable_weights(load_file(str(weights_path), device=str(map_location)))
+        return head.to(map_location)
+
+    def load_trainable_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a state dict holding exactly the trainable weights (as saved by ``save_pretrained``)."""
+        expected = set(self.trainable_state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ConfigError(
+                f"checkpoint does not fit this head: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        try:
+            self.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise ConfigError(f"checkpoint weights do not fit this head's shapes: {e}") from e

@@ -1,0 +1,82 @@
+"""Inputs and outputs of the mask head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from flmm.head.prep import CanvasBatch
+from flmm.head.sam_frame import SamFrame
+from flmm.lmm.types import CaptureResult
+
+
+@dataclass
+class GroundingQuery:
+    """One image + text sample for the head.
+
+    Attributes:
+        capture: what the frozen LMM returned for the sample's selected tokens (``T`` of them).
+        objects: one list of token indices (into ``capture``'s ``T`` axis) per object to segment,
+            e.g. the word-pieces of a phrase. May be empty (keyword training only).
+        image_embedding: ``(1, P, e, e)`` frozen SAM embedding of the image (from
+            :meth:`FLMMHead.embed_image`); required when the head has a refiner and ``objects`` is non-empty.
+    """
+
+    capture: CaptureResult
+    objects: Sequence[Sequence[int]]
+    image_embedding: torch.Tensor | None = None
+
+
+@dataclass
+class HeadOutput:
+    """Training-time outputs of :meth:`FLMMHead.forward` for ``K`` objects over all queries.
+
+    Attributes:
+        decoder_logits: ``(K, S, S)`` U-Net logits on each object's canvas (see :mod:`flmm.head.prep`).
+        canvas: layout of those canvases (``valid_hw``, primary ``geometries``).
+        refiner_logits: ``(K, R, R)`` SAM low-res logits over each object's :class:`SamFrame` box, or
+            ``None`` without a refiner.
+        iou_predictions: ``(K,)`` SAM's predicted IoU, or ``None``.
+        frames: per object its :class:`SamFrame` (empty without a refiner).
+        keyword_logits: per query ``(T_i,)`` keyword logits over its captured tokens.
+        query_index: ``(K,)`` long, which query each object came from.
+    """
+
+    decoder_logits: torch.Tensor
+    canvas: CanvasBatch | None
+    refiner_logits: torch.Tensor | None
+    iou_predictions: torch.Tensor | None
+    frames: list[SamFrame]
+    keyword_logits: list[torch.Tensor]
+    query_index: torch.Tensor
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.decoder_logits.shape[0])
+
+
+@dataclass
+class GroundingResult:
+    """Inference output of :meth:`FLMMHead.predict` for ``K`` objects of one image ``(H, W)``.
+
+    Attributes:
+        masks: ``(K, H, W)`` bool on the original image's pixels.
+        logits: ``(K, H, W)`` float32 logits behind ``masks`` (refiner's when it runs, else the U-Net's).
+        scores: ``(K,)`` float32 confidence in [0, 1]: the smaller of the U-Net's and the refiner's mask
+            confidence, where a stage's confidence is the mean sigmoid probability over the cells it
+            predicts as foreground, or its highest probability (< 0.5) when it predicts none. So a phrase
+            for which either stage finds nothing scores below 0.5.
+        decoder_scores, refiner_scores: ``(K,)`` the two confidences (refiner's is None without one).
+        iou_predictions: ``(K,)`` SAM's own IoU estimate, or None.
+        decoder_masks: ``(K, H, W)`` bool, the U-Net's mask before refinement.
+    """
+
+    masks: torch.Tensor
+    logits: torch.Tensor
+    scores: torch.Tensor
+    decoder_scores: torch.Tensor
+    refiner_scores: torch.Tensor | None = None
+    iou_predictions: torch.Tensor | None = None
+    decoder_masks: torch.Tensor | None = None

@@ -1,0 +1,90 @@
+"""The F-LMM mask decoder: a small U-Net from stacked attention maps to one mask-logit channel.
+
+Layout (paper Sec. 3.2 and its reference config): four stages of two 3x3 convs (64/128/256/512 channels at
+base width 64), three max-pool downsamplings, GroupNorm with one group, bilinear x2 upsampling followed by a
+1x1 conv, skip concatenation, two 3x3 convs per decoder stage, and a 1x1 conv to one logit channel. At the
+default width and 1024 input maps this has about 7.8 M parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flmm.errors import InputError
+
+
+def _conv_norm_act(cin: int, cout: int, kernel: int) -> list[nn.Module]:
+    # no conv bias: GroupNorm's affine shift makes it redundant
+    return [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        nn.GroupNorm(1, cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class DoubleConv(nn.Sequential):
+    """Two (3x3 conv, GroupNorm(1), ReLU) layers: ``(B, cin, h, w) -> (B, cout, h, w)``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(*_conv_norm_act(cin, cout, 3), *_conv_norm_act(cout, cout, 3))
+
+
+class UpBlock(nn.Module):
+    """Bilinear x2 upsampling + 1x1 conv, concatenation with the skip, then :class:`DoubleConv`.
+
+    ``(B, cin, h, w), skip (B, cout, 2h, 2w) -> (B, cout, 2h, 2w)``.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(*_conv_norm_act(cin, cout, 1))
+        self.fuse = DoubleConv(2 * cout, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([skip, self.reduce(x)], dim=1))
+
+
+class UNetDecoder(nn.Module):
+    """U-Net mask decoder.
+
+    Args:
+        in_channels: number of stacked attention maps (num_grids * M * N).
+        base_width: channels of the first stage; stage ``i`` has ``base_width * 2**i``.
+        depth: number of downsamplings (3 in the paper).
+    """
+
+    def __init__(self, in_channels: int, base_width: int = 64, depth: int = 3) -> None:
+        super().__init__()
+        if in_channels < 1 or base_width < 1 or depth < 1:
+            raise ValueError(f"bad U-Net sizes: in={in_channels}, width={base_width}, depth={depth}")
+        self.in_channels = in_channels
+        self.depth = depth
+        widths = [base_width * 2**i for i in range(depth + 1)]
+        self.stem = DoubleConv(in_channels, widths[0])
+        self.down = nn.ModuleList(DoubleConv(widths[i], widths[i + 1]) for i in range(depth))
+        self.up = nn.ModuleList(UpBlock(widths[i + 1], widths[i]) for i in reversed(range(depth)))
+        self.out = nn.Conv2d(widths[0], 1, kernel_size=1)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """``maps (B, in_channels, S, S)`` float -> mask logits ``(B, S, S)`` on the same canvas cells.
+
+        ``S`` must be divisible by ``2**depth``; the head always feeds a padded square canvas.
+        """
+        if maps.dim() != 4 or maps.shape[1] != self.in_channels:
+            raise InputError(f"U-Net expects (B, {self.in_channels}, S, S) maps, got {tuple(maps.shape)}")
+        h, w = maps.shape[-2:]
+        step = 2**self.depth
+        if h % step or w % step:
+            raise InputError(f"U-Net input {h}x{w} must be divisible by {step}")
+        x = self.stem(maps.to(self.out.weight.dtype))
+        skips = [x]
+        for block in self.down:
+            x = block(F.max_pool2d(x, 2))
+            skips.append(x)
+        skips.pop()  # the deepest features are x itself
+        for block in self.up:
+            x = block(x, skips.pop())
+        return self.out(x)[:, 0]
