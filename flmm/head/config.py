@@ -111,6 +111,10 @@ class HeadConfig:
         mask_prompt, box_prompt, text_prompt: which prompts feed the refiner (paper: all three).
         loss_weights: weights of the loss terms.
         dice_smooth: additive smoothing of the Dice loss (numerator and denominator), in canvas cells.
+        question: the user turn the head was trained with; the referring expression / caption to ground
+            is teacher-forced as the assistant's answer to it (the paper's "Please give me a description
+            of the image."). Grounding with another question shifts the attention the head reads.
+        phrase_separator: how several referring expressions are joined into one answer (paper: "; ").
         format_version: version of this file layout.
     """
 
@@ -126,6 +130,8 @@ class HeadConfig:
     text_prompt: bool = True
     loss_weights: LossWeights = field(default_factory=LossWeights)
     dice_smooth: float = 1.0
+    question: str = "Please give me a description of the image."
+    phrase_separator: str = "; "
     format_version: int = CONFIG_FORMAT
 
     def __post_init__(self) -> None:
