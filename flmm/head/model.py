@@ -18,6 +18,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntry
 from safetensors.torch import load_file, save_file
 
 from flmm.errors import ConfigError, InputError, SpanError
+from flmm.geometry import GridGeometry
 from flmm.head.config import HeadConfig, SamIdentity, describe_lmm
 from flmm.head.hub import MODEL_CARD, load_sam
 from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
@@ -26,7 +27,7 @@ from flmm.head.prep import canvas_image_mask, canvas_logits_to_image, collate_ca
 from flmm.head.refiner import FROZEN_PREFIXES, SamRefiner
 from flmm.head.sam_frame import frame_image_mask, frame_logits_to_image
 from flmm.head.text_prompt import LanguageCue
-from flmm.head.types import GroundingQuery, GroundingResult, HeadOutput
+from flmm.head.types import GroundingQuery, GroundingResult, HeadOutput, ObjectFeatures
 from flmm.head.unet import UNetDecoder
 from flmm.lmm.types import CaptureResult, LMMIdentity
 
@@ -118,14 +119,14 @@ class FLMMHead(
                 f"{describe_lmm(lmm)}: load or train a head for that LMM"
             )
 
-    def _check_capture(self, capture: CaptureResult) -> None:
+    def _check_maps(self, attentions: Sequence[torch.Tensor]) -> None:
         lmm = self.config.lmm
-        if len(capture.attentions) != lmm.num_grids:
+        if len(attentions) != lmm.num_grids:
             raise ConfigError(
                 f"this head expects {lmm.num_grids} visual grid(s) per image (LMM {lmm.name!r}), the capture has "
-                f"{len(capture.attentions)}: was it made with a different LMM?"
+                f"{len(attentions)}: was it made with a different LMM?"
             )
-        for a in capture.attentions:
+        for a in attentions:
             if a.dim() != 5 or (a.shape[1], a.shape[2]) != (lmm.num_layers, lmm.num_heads):
                 got = (
                     f"{a.shape[1]} layers x {a.shape[2]} heads" if a.dim() == 5 else f"shape {tuple(a.shape)}"
@@ -134,6 +135,10 @@ class FLMMHead(
                     f"this mask head was trained on LMM {describe_lmm(lmm)}, but the captured attentions have "
                     f"{got}: load or train a head for that LMM"
                 )
+
+    def _check_capture(self, capture: CaptureResult) -> None:
+        lmm = self.config.lmm
+        self._check_maps(capture.attentions)
         hs, last = capture.hidden_states, capture.last_hidden
         if hs.dim() != 3 or tuple(hs.shape[1:]) != (lmm.num_layers, lmm.hidden_size):
             raise ConfigError(
@@ -191,21 +196,21 @@ class FLMMHead(
         keyword_logits = []
         dev = self.device
         for qi, q in enumerate(queries):
-            cap = q.capture
-            self._check_capture(cap)
-            keyword_logits.append(self.keyword_selector(cap.last_hidden.to(dev)))
-            t = cap.hidden_states.shape[0]
-            for obj in q.objects:
-                idx = [int(i) for i in obj]
-                if not idx or min(idx) < 0 or max(idx) >= t:
-                    raise SpanError(f"object token indices {idx} must be non-empty and lie in [0, {t})")
-                att = [a[idx] for a in cap.attentions]
+            objects, geometries, kw_hidden = self._object_features(q)
+            keyword_logits.append(
+                self.keyword_selector(kw_hidden.to(dev))
+                if kw_hidden is not None
+                else torch.zeros(0, device=dev)
+            )
+            for obj in objects:
                 canvases.append(
-                    prepare_object_maps(att, cap.geometries, self.config.canvas_size, self.config.merge)
+                    prepare_object_maps(
+                        obj.attentions, geometries, self.config.canvas_size, self.config.merge
+                    )
                 )
-                hidden.append(cap.hidden_states[idx])
+                hidden.append(obj.hidden_states)
                 q_index.append(qi)
-            if self.refiner is not None and len(q.objects):
+            if self.refiner is not None and len(objects):
                 if q.image_embedding is None:
                     raise InputError(
                         f"query {qi} has objects but no image_embedding: use head.embed_image(image)"
@@ -225,6 +230,30 @@ class FLMMHead(
         if self.refiner is not None:
             refined, iou, frames = self._refine(logits, batch, hidden, query_index, queries, embeddings)
         return HeadOutput(logits, batch, refined, iou, frames, keyword_logits, query_index)
+
+    def _object_features(
+        self, q: GroundingQuery
+    ) -> tuple[list[ObjectFeatures], list[GridGeometry], torch.Tensor | None]:
+        """Both query forms as (objects, grid geometries, keyword hidden states), validated."""
+        cap = q.capture
+        if cap is None:
+            if q.geometries is None:
+                raise InputError("a query without a capture needs the grids' geometries")
+            objects = list(q.objects)
+            if not all(isinstance(o, ObjectFeatures) for o in objects):
+                raise InputError("a query without a capture needs ObjectFeatures objects, not token indices")
+            for o in objects:
+                self._check_maps(o.attentions)  # type: ignore[union-attr]
+            return objects, q.geometries, q.keyword_hidden  # type: ignore[return-value]
+        self._check_capture(cap)
+        t = cap.hidden_states.shape[0]
+        feats = []
+        for obj in q.objects:
+            idx = [int(i) for i in obj]  # type: ignore[union-attr]
+            if not idx or min(idx) < 0 or max(idx) >= t:
+                raise SpanError(f"object token indices {idx} must be non-empty and lie in [0, {t})")
+            feats.append(ObjectFeatures([a[idx] for a in cap.attentions], cap.hidden_states[idx]))
+        return feats, cap.geometries, cap.last_hidden
 
     def _refine(self, logits, batch, hidden, query_index, queries, embeddings):
         ref = self.refiner

@@ -7,26 +7,51 @@ from dataclasses import dataclass
 
 import torch
 
+from flmm.geometry import GridGeometry
 from flmm.head.prep import CanvasBatch
 from flmm.head.sam_frame import SamFrame
 from flmm.lmm.types import CaptureResult
 
 
 @dataclass
-class GroundingQuery:
-    """One image + text sample for the head.
+class ObjectFeatures:
+    """The frozen-LMM features of one object, as stored by the feature cache.
 
     Attributes:
-        capture: what the frozen LMM returned for the sample's selected tokens (``T`` of them).
-        objects: one list of token indices (into ``capture``'s ``T`` axis) per object to segment,
-            e.g. the word-pieces of a phrase. May be empty (keyword training only).
-        image_embedding: ``(1, P, e, e)`` frozen SAM embedding of the image (from
-            :meth:`FLMMHead.embed_image`); required when the head has a refiner and ``objects`` is non-empty.
+        attentions: per visual grid ``(T_obj, M, N, h, w)`` maps of the object's tokens; ``T_obj = 1``
+            when already merged over the phrase (the cache stores them merged, fp16).
+        hidden_states: ``(T_txt, M, d)`` per-layer hidden states of the object's word-pieces (the text
+            prompt makes one sparse SAM token per word-piece).
     """
 
-    capture: CaptureResult
-    objects: Sequence[Sequence[int]]
+    attentions: list[torch.Tensor]
+    hidden_states: torch.Tensor
+
+
+@dataclass
+class GroundingQuery:
+    """One image + text sample for the head, in one of two forms.
+
+    From a live capture: ``capture`` + ``objects`` as lists of token indices (into ``capture``'s ``T``
+    axis), e.g. the word-pieces of a phrase. From the feature cache: ``capture=None``, ``objects`` as
+    :class:`ObjectFeatures`, ``geometries`` of the grids, and optionally ``keyword_hidden``.
+
+    Attributes:
+        capture: what the frozen LMM returned for the sample's selected tokens (``T`` of them), or None.
+        objects: per object to segment, token indices or :class:`ObjectFeatures`. May be empty
+            (keyword training only).
+        image_embedding: ``(1, P, e, e)`` frozen SAM embedding of the image (from
+            :meth:`FLMMHead.embed_image`); required when the head has a refiner and ``objects`` is non-empty.
+        geometries: the visual grids' geometry (cache form only; taken from ``capture`` otherwise).
+        keyword_hidden: ``(T, d)`` last-layer hidden states of the text for the keyword selector (cache
+            form only; ``capture.last_hidden`` otherwise). None = no keyword logits for this query.
+    """
+
+    capture: CaptureResult | None
+    objects: Sequence[Sequence[int]] | Sequence[ObjectFeatures]
     image_embedding: torch.Tensor | None = None
+    geometries: list[GridGeometry] | None = None
+    keyword_hidden: torch.Tensor | None = None
 
 
 @dataclass
