@@ -16,13 +16,14 @@ from flmm.errors import FlmmError
 # sub-command name -> module path (one line per command)
 COMMANDS: dict[str, str] = {
     "world": "flmm.cli.world",
+    "train": "flmm.cli.train",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flmm", description="Pixel grounding for frozen LMMs (F-LMM).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         importlib.import_module(module).register(sub)
     return parser
 

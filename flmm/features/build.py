@@ -107,7 +107,7 @@ def build_cache(
     if rank is None or world_size is None:
         from accelerate import PartialState
 
-        state = PartialState()
+        state = PartialState(cpu=not torch.cuda.is_available())
         rank, world_size = state.process_index, state.num_processes
     done = FeatureCache(root).ids() if os.path.isdir(root) else set()
     ident = lmm.identity

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -78,6 +79,9 @@ def train_head(
     """
     data = open_caches(cache_roots, head.config.merge)
     objective = HeadObjective(head)
+    # SAM's prompt encoder has point embeddings the refiner never feeds (it prompts with boxes, masks
+    # and text), so under DDP some trainable parameters get no gradient in a step
+    config = replace(config, find_unused_parameters=True)
 
     def _eval(model: nn.Module) -> dict[str, float]:
         assert eval_fn is not None
