@@ -1,0 +1,171 @@
+"""Stage 3 of the shapes-world default: the F-LMM head on the frozen tiny LMM and the tiny SAM.
+
+    python -m flmm.shapes.train_head --lmm flmm:shapes/lmm --sam flmm:shapes/sam --out runs/shapes-head
+
+The RefCOCO + PNG recipe in miniature, through the same code as the real recipes
+(:func:`flmm.features.build_cache` + :func:`flmm.recipes.head.train_head`): referring expressions
+of a scene joined into one answer (each with its mask) and narratives whose noun phrases (things,
+plural groups and stuff) carry their masks; the keyword selector learns the narratives' phrase spans.
+Only training-split seeds are used; evaluation uses the test split.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPUs: spinning OpenMP threads stall
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flmm.assets_path import resolve
+from flmm.data.shapes import ShapesNarratives, ShapesRefNarratives
+from flmm.features import build_cache
+from flmm.head.config import HeadConfig
+from flmm.head.model import FLMMHead
+from flmm.lmm.frozen import FrozenLMM
+from flmm.recipes.head import train_head
+from flmm.train import TrainConfig
+
+log = logging.getLogger("flmm.shapes")
+
+#: the user turn of the shapes LMM's caption conversations (its word-level vocabulary has these words)
+SHAPES_QUESTION = "please give me a description of the image ."
+
+
+@dataclass
+class HeadStageConfig:
+    """Attributes: see ``--help``; sizes are numbers of training scenes."""
+
+    lmm: str = "flmm:shapes/lmm"
+    sam: str = "flmm:shapes/sam"
+    out: str = "runs/shapes-head"
+    ref_scenes: int = 2000
+    narrative_scenes: int = 2000
+    decoder_width: int = 32
+    epochs: int = 4
+    batch_size: int = 8
+    lr: float = 5e-4
+    seed: int = 0
+    minutes: float = 0.0
+    export: str | None = None
+
+
+def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
+    """Cache features, train, and (with ``export``) copy the head folder there. Returns a summary."""
+    from transformers import SamModel
+
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    out = Path(cfg.out)
+    lmm = FrozenLMM.from_pretrained(resolve(cfg.lmm))
+    sam = SamModel.from_pretrained(resolve(cfg.sam)).eval()
+    head = FLMMHead(
+        HeadConfig.create(
+            lmm.identity,
+            sam,
+            decoder_width=cfg.decoder_width,
+            question=SHAPES_QUESTION,
+            phrase_separator=" ; ",
+        ),
+        sam_model=sam,
+    )
+    datasets = {
+        "ref": ShapesRefNarratives("train", cfg.ref_scenes, question=SHAPES_QUESTION),
+        "narrative": ShapesNarratives("train", cfg.narrative_scenes, question=SHAPES_QUESTION),
+    }
+    counts = {}
+    for name, data in datasets.items():
+        counts[name] = dict(
+            build_cache(
+                lmm,
+                data,
+                out / "cache" / name,
+                head.config.merge,
+                head.embed_image,
+                batch_size=16,
+                rank=0,
+                world_size=1,
+                info={"dataset": name},
+            )
+        )
+    t_cache = time.time() - t0
+    tc = TrainConfig(
+        output_dir=str(out / "run"),
+        seed=cfg.seed,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        mixed_precision="no",
+        save_every_steps=200,
+        log_every_steps=20,
+        max_minutes=cfg.minutes,
+    )
+    result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume)
+    summary = {
+        "samples": {n: len(d) for n, d in datasets.items()},
+        "cache": counts,
+        "cache_minutes": round(t_cache / 60, 2),
+        "train_minutes": round((time.time() - t0 - t_cache) / 60, 2),
+        "steps": result.state.global_step,
+        "last_train": result.last_train,
+        "head_parameters": sum(p.numel() for p in head.trainable_parameters()),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.export:
+        dst = Path(cfg.export)
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(out / "run" / "head", dst)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = HeadStageConfig()
+    p = argparse.ArgumentParser(prog="python -m flmm.shapes.train_head", description=__doc__)
+    p.add_argument("--lmm", default=d.lmm, help="frozen LMM folder or flmm:shapes/lmm")
+    p.add_argument("--sam", default=d.sam, help="SamModel folder or flmm:shapes/sam")
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--ref-scenes", type=int, default=d.ref_scenes)
+    p.add_argument("--narrative-scenes", type=int, default=d.narrative_scenes)
+    p.add_argument("--decoder-width", type=int, default=d.decoder_width)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--minutes", type=float, default=d.minutes, help="wall-clock budget for training (0: none)"
+    )
+    p.add_argument(
+        "--export", default=None, help="copy the trained head folder here (e.g. flmm/assets/shapes/head)"
+    )
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = HeadStageConfig(
+        a.lmm,
+        a.sam,
+        a.out,
+        a.ref_scenes,
+        a.narrative_scenes,
+        a.decoder_width,
+        a.epochs,
+        a.batch_size,
+        a.lr,
+        a.seed,
+        a.minutes,
+        a.export,
+    )
+    print(json.dumps(train_head_stage(cfg, resume=a.resume), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
