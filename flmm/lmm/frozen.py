@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from flmm.errors import FlmmError, InputError, SpanError
 from flmm.image import ImageLike, load_image
@@ -140,7 +141,9 @@ class FrozenLMM:
         )
 
     # --- teacher-forced capture ---------------------------------------------------------------------
-    @torch.inference_mode()
+    # no_grad rather than inference_mode: captures are training inputs of the head (live, without the
+    # cache), and inference tensors cannot be saved for backward
+    @torch.no_grad()
     def capture(
         self,
         image: ImageLike,
@@ -162,7 +165,7 @@ class FrozenLMM:
         """
         return self.capture_batch([image], [messages], [spans], [token_indices])[0]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def capture_batch(
         self,
         images: Sequence[ImageLike],
@@ -228,6 +231,9 @@ class FrozenLMM:
             out = self.model.generate(**inputs, streamer=streamer, **kwargs)
             ids = out[0, prompt_len:].cpu()
             return Generation(tok.decode(ids, skip_special_tokens=True), ids, None)
+        # capture indexes keys by absolute position: a cache whose sliding-window layers drop old keys
+        # (Gemma3, ...) would shift that axis, so keep every key; the model's masks still apply the window
+        kwargs.setdefault("past_key_values", DynamicCache())
         with self._capture_ctx(enc.key_index[None], from_position=prompt_len) as state:
             out = self.model.generate(
                 **inputs, streamer=streamer, return_dict_in_generate=True, use_cache=True, **kwargs
