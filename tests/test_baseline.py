@@ -65,3 +65,28 @@ def test_bad_arguments():
         AttendAndSegment(tiny_sam_model()).ground(_capture(), [[0]])
     with pytest.raises(InputError):
         phrase_heatmap(_capture(), [])
+
+
+def test_pipeline_method_attend_and_segment():
+    """The baseline plugs into the pipeline by name, with its own pre-trained SAM and either phrase source."""
+    from flmm.head.tiny import tiny_sam_model
+    from flmm.pipeline import GroundingPipeline
+    from tests.pipeline_tiny import scene_image, tiny_parts
+
+    lmm, head = tiny_parts()
+    sam = tiny_sam_model()
+    for phrases in ("keyword", "noun"):
+        pipe = GroundingPipeline(
+            lmm,
+            head,
+            method="attend-and-segment",
+            method_options={"sam": sam, "phrases": phrases},
+            min_score=0.0,
+        )
+        assert pipe.method == "attend-and-segment"
+        pipe.set_image(scene_image())
+        g = pipe.ground(["the red circle", "the sky"])
+        assert g.masks.shape == (2, 128, 128) and g.masks.dtype == bool
+        assert ((g.scores >= 0) & (g.scores <= 1)).all()
+    # the baseline's SAM is not the head's fine-tuned refiner
+    assert pipe.grounder.baseline.sam is sam and head.refiner.sam is not sam

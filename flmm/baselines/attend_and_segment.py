@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from flmm.errors import InputError
+from flmm.assets_path import resolve
+from flmm.errors import ConfigError, InputError
 from flmm.geometry import grid_to_image
+from flmm.head.hub import load_sam
+from flmm.head.keyword import Phrase
 from flmm.head.sam_frame import frame_logits_to_image, preprocess_image, sam_frame
+from flmm.head.types import GroundingResult
 from flmm.lmm.types import CaptureResult
+from flmm.metrics.noun_phrases import noun_phrase_spans
+from flmm.pipeline.grounders import FLMMGrounder, Grounder, phrases_for_spans
 
 MASK_CHOICES = ("score", "last")
 
@@ -129,3 +135,63 @@ class AttendAndSegment:
                 PointResult((logits > 0).cpu().numpy(), float(scores[k]), (px, py), heat.cpu().numpy())
             )
         return out
+
+
+class AttendAndSegmentGrounder(Grounder):
+    """``method="attend-and-segment"`` for :class:`flmm.pipeline.GroundingPipeline` and ``flmm eval``.
+
+    Options (``method_options``): ``sam`` (a ``SamModel`` or its hub id / folder; default: the SAM the
+    head's config names, loaded fresh so the head's fine-tuned refiner is never used), ``subtract_mean``,
+    ``mask_choice`` and ``phrases`` (``"keyword"``: the head's keyword selector; ``"noun"``: the
+    rule-based noun-phrase parser, no trained part at all).
+    """
+
+    name = "attend-and-segment"
+
+    def __init__(self, baseline: AttendAndSegment, head: Any = None, phrases: str = "keyword") -> None:
+        if phrases not in ("keyword", "noun"):
+            raise ConfigError(f"phrases must be 'keyword' or 'noun', got {phrases!r}")
+        if phrases == "keyword" and head is None:
+            raise ConfigError("phrases='keyword' needs the head's keyword selector; use phrases='noun'")
+        self.baseline = baseline
+        self.head = head
+        self.phrases = phrases
+
+    @classmethod
+    def from_parts(cls, lmm: Any, head: Any, **options: Any) -> AttendAndSegmentGrounder:
+        sam = options.pop("sam", None)
+        phrases = options.pop("phrases", "keyword" if head is not None else "noun")
+        if sam is None or isinstance(sam, str):
+            name = sam or (head.config.sam.name if head is not None and head.config.sam is not None else "")
+            if not name:
+                raise ConfigError(
+                    "attend-and-segment needs a pre-trained SAM: pass method_options={'sam': ...}"
+                )
+            sam = load_sam(resolve(name))
+            if head is not None:
+                sam.to(head.device)
+        try:
+            baseline = AttendAndSegment(sam, **options)
+        except TypeError as e:
+            raise ConfigError(f"attend-and-segment options: {e}") from e
+        return cls(baseline, head, phrases)
+
+    def embed(self, image) -> torch.Tensor:
+        return self.baseline.embed_image(image)
+
+    def select_phrases(self, capture: CaptureResult) -> list[Phrase]:
+        if self.phrases == "keyword":
+            return FLMMGrounder(self.head).select_phrases(capture)
+        spans = noun_phrase_spans(capture.text)
+        return phrases_for_spans(capture, spans) if spans else []
+
+    def predict(self, capture, objects, image, image_state) -> GroundingResult:
+        res = self.baseline.ground(capture, objects, image=image, image_embedding=image_state)
+        h, w = capture.geometries[0].image_hw
+        if not res:
+            z = torch.zeros(0, h, w)
+            return GroundingResult(z.bool(), z, torch.zeros(0), torch.zeros(0))
+        masks = torch.from_numpy(np.stack([r.mask for r in res]))
+        scores = torch.tensor([r.score for r in res], dtype=torch.float32).clamp(0, 1)
+        logits = torch.from_numpy(np.stack([r.heatmap for r in res]))
+        return GroundingResult(masks, logits, scores, scores)

@@ -16,7 +16,11 @@ from flmm.errors import FlmmError
 # sub-command name -> module path (one line per command)
 COMMANDS: dict[str, str] = {
     "world": "flmm.cli.world",
+    "ground": "flmm.cli.ground",
+    "chat": "flmm.cli.chat",
+    "serve": "flmm.cli.serve",
     "train": "flmm.cli.train",
+    "eval": "flmm.cli.eval",
 }
 
 

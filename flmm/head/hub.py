@@ -26,7 +26,9 @@ def load_sam(name: str) -> nn.Module:
         raise ConfigError("this head uses a SAM refiner but its config names no SAM: pass sam_model=...")
     from transformers import SamModel
 
+    from flmm.assets_path import resolve
+
     try:
-        return SamModel.from_pretrained(name)
+        return SamModel.from_pretrained(resolve(name))
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load SAM {name!r} for the head's refiner ({e}): pass sam_model=...") from e

@@ -83,6 +83,9 @@ class FrozenLMM:
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        from flmm.assets_path import resolve
+
+        name_or_path = resolve(str(name_or_path))
         kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if local_files_only is not None:
             kw["local_files_only"] = local_files_only
