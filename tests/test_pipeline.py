@@ -465,8 +465,12 @@ def test_method_registry(base, monkeypatch):
     assert g.boxes.tolist() == [[0, 0, 3, 2]] * 2
 
 
-def test_attend_and_segment_hook_is_registered():
-    assert GROUNDERS["attend-and-segment"] == "flmm.baselines.attend_and_segment:AttendAndSegment"
+def test_attend_and_segment_is_registered():
+    from flmm.baselines.attend_and_segment import AttendAndSegmentGrounder
+    from flmm.pipeline.grounders import grounder_class
+
+    assert grounder_class("attend-and-segment") is AttendAndSegmentGrounder
+    assert "attend-and-segment" in GROUNDERS
 
 
 def test_captures_feed_the_attention_pictures_or_can_be_dropped(base):
