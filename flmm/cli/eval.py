@@ -6,8 +6,8 @@ flmm eval [shapes|refcoco|png|reasonseg|gcg] [--model HEAD] [--lmm ID] [--sam ID
 
 With no arguments: the shapes-world test split with the shipped model, offline. Prints the markdown
 table (or, with ``--json``, only the results as JSON); ``--out`` writes results.json, table.md and
-cases.png. Under ``accelerate launch`` every process takes its share of the samples and the main one
-prints. Exit code 3 when flmm's generations differ from the bare LMM's (chat not preserved).
+cases.png. Under ``accelerate launch`` (GPUs, with ``--device auto``) or ``torchrun --nproc_per_node N``
+(CPU) every process takes its share of the samples and the main one prints. Exit code 3 when flmm's generations differ from the bare LMM's (chat not preserved).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def load_grounder(args: argparse.Namespace) -> Any:
 
     device = args.device
     if device == "auto":
-        from accelerate import PartialState
+        from flmm.evaluation.runner import process_state
 
-        device = PartialState().device
+        device = process_state().device
     parts = load_parts(
         args.model,
         lmm=args.lmm,
@@ -43,7 +43,9 @@ def load_grounder(args: argparse.Namespace) -> Any:
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
     )
-    return build_grounder(args.method, parts.lmm, parts.head)
+    # a training-free method still needs a pre-trained SAM: the one given with --sam, if any
+    options = {"sam": args.sam} if args.method != "f-lmm" and args.sam else {}
+    return build_grounder(args.method, parts.lmm, parts.head, **options)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,7 +102,12 @@ def register(subparsers) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="allow the LMM's own code from the hub")
     d = p.add_argument_group("data")
     d.add_argument("--split", help="split(s), comma separated (shapes: test; refcoco: val, or 'all')")
-    d.add_argument("--n", type=int, default=20, help="shapes: scenes per task (default 20)")
+    d.add_argument(
+        "--n",
+        type=int,
+        default=10,
+        help="shapes: scenes per task (default 10; ~10 expressions and ~15 questions each)",
+    )
     d.add_argument("--tasks", help=f"shapes tasks, comma separated, from {','.join(SHAPES_TASK_NAMES)}")
     d.add_argument("--data-root", help="folder of the benchmark's files (refcoco, png, reasonseg, gcg)")
     d.add_argument("--dataset", default="refcoco", help="refcoco, refcoco+ or refcocog (comma list allowed)")
