@@ -118,7 +118,7 @@ class ShapesRES(_ShapesBase):
         mode: str = "answer",
         *,
         question: str = DEFAULT_QUESTION,
-        template: str = "Please segment the {expression} .",
+        template: str = "please segment {expression} .",
         check: bool = True,
     ) -> None:
         if mode not in ("answer", "question"):
