@@ -34,7 +34,7 @@ def test_res_one_sample_per_expression_with_its_mask():
 def test_res_question_mode_and_determinism():
     a = [s.question for s in ShapesRES("val", N, mode="question")]
     b = [s.question for s in ShapesRES("val", N, mode="question")]
-    assert a == b and all(q.startswith("Please segment the ") for q in a)
+    assert a == b and all(q.startswith("please segment the ") for q in a)
     assert all(s.answer == "" and s.objects[0].spans == [] for s in ShapesRES("val", 1, mode="question"))
 
 

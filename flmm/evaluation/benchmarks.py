@@ -2,7 +2,7 @@
 
 - ``shapes`` (default, offline): the shapes world's ``test`` split, ``n`` scenes per task; tasks ``res``
   (referring expressions), ``png`` + ``keywords`` (narratives: one pass gives both), ``gcg`` (describe
-  the scene, ground the phrases), ``qa`` (chat preservation); ``reason`` (ask "Please segment the ...",
+  the scene, ground the phrases), ``qa`` (chat preservation); ``reason`` (ask "please segment ...",
   ground the answer, ReasonSeg metrics) on request.
 - ``refcoco``: RefCOCO / RefCOCO+ / RefCOCOg RES under ``data_root`` (:func:`flmm.data.load_refcoco`);
   ``dataset`` and ``split`` may be comma lists, ``split="all"`` = every evaluation split.
@@ -71,9 +71,7 @@ def shapes_tasks(
         narratives = ShapesNarratives(split, n, question=q)
         specs.append(TaskSpec(f"narrative/{narratives.name}", "narrative", narratives))
     if "reason" in chosen:
-        # the reader's default template is "Please segment the {expression} ." and the world's
-        # expressions start with their own article
-        reason = ShapesRES(split, n, mode="question", template="Please segment {expression} .")
+        reason = ShapesRES(split, n, mode="question")  # "please segment {expression} ." (shapes vocabulary)
         specs.append(TaskSpec(f"reasonseg/{reason.name}", "reasonseg", reason))
     if "gcg" in chosen:
         captions = ShapesNarratives(split, n, question=q)
