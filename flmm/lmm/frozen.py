@@ -85,7 +85,8 @@ class FrozenLMM:
 
         from flmm.assets_path import resolve
 
-        name_or_path = resolve(str(name_or_path))
+        name = str(name_or_path)  # the identity keeps the portable name (e.g. flmm:shapes/lmm)
+        name_or_path = resolve(name)
         kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if local_files_only is not None:
             kw["local_files_only"] = local_files_only
@@ -100,7 +101,7 @@ class FrozenLMM:
                 "(HF_HUB_OFFLINE=1 only finds models already in the cache)."
             ) from e
         model.to(device)
-        return cls(model, processor, name=str(name_or_path), family=family)
+        return cls(model, processor, name=name, family=family)
 
     # --- identity -------------------------------------------------------------------------------
     @property

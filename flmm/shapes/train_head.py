@@ -77,6 +77,8 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         ),
         sam_model=sam,
     )
+    if head.config.sam is not None:
+        head.config.sam.name = cfg.sam  # portable (flmm:shapes/sam), not this machine's path
     datasets = {
         "ref": ShapesRefNarratives("train", cfg.ref_scenes, question=SHAPES_QUESTION),
         "narrative": ShapesNarratives("train", cfg.narrative_scenes, question=SHAPES_QUESTION),
