@@ -47,9 +47,10 @@ class HeadStageConfig:
     lmm: str = "flmm:shapes/lmm"
     sam: str = "flmm:shapes/sam"
     out: str = "runs/shapes-head"
-    ref_scenes: int = 2000
-    narrative_scenes: int = 2000
-    decoder_width: int = 32
+    ref_scenes: int = 800
+    narrative_scenes: int = 1200
+    decoder_width: int = 16
+    canvas_size: int = 32
     epochs: int = 4
     batch_size: int = 8
     lr: float = 5e-4
@@ -138,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref-scenes", type=int, default=d.ref_scenes)
     p.add_argument("--narrative-scenes", type=int, default=d.narrative_scenes)
     p.add_argument("--decoder-width", type=int, default=d.decoder_width)
+    p.add_argument(
+        "--canvas-size",
+        type=int,
+        default=d.canvas_size,
+        help="decoder canvas (16x16 token grids: 32 is 2x up)",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
