@@ -159,18 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = HeadStageConfig(
-        a.lmm,
-        a.sam,
-        a.out,
-        a.ref_scenes,
-        a.narrative_scenes,
-        a.decoder_width,
-        a.epochs,
-        a.batch_size,
-        a.lr,
-        a.seed,
-        a.minutes,
-        a.export,
+        lmm=a.lmm,
+        sam=a.sam,
+        out=a.out,
+        ref_scenes=a.ref_scenes,
+        narrative_scenes=a.narrative_scenes,
+        decoder_width=a.decoder_width,
+        canvas_size=a.canvas_size,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        seed=a.seed,
+        minutes=a.minutes,
+        export=a.export,
     )
     print(json.dumps(train_head_stage(cfg, resume=a.resume), indent=2))
     return 0
