@@ -90,3 +90,12 @@ def test_pipeline_method_attend_and_segment():
         assert ((g.scores >= 0) & (g.scores <= 1)).all()
     # the baseline's SAM is not the head's fine-tuned refiner
     assert pipe.grounder.baseline.sam is sam and head.refiner.sam is not sam
+
+
+def test_lone_phrase_keeps_its_own_map():
+    """When the phrase is the whole capture there is no sink reference: the map is not zeroed."""
+    cap = _capture()
+    solo = cap.select([0])
+    heat = phrase_heatmap(solo, [0], subtract_mean=True)
+    assert heat.max() > heat.min()
+    assert torch.equal(heat, phrase_heatmap(solo, [0], subtract_mean=False))

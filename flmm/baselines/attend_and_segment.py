@@ -53,15 +53,18 @@ def phrase_heatmap(capture: CaptureResult, tokens: Sequence[int], subtract_mean:
 
     Every visual grid is mapped onto the image (its box may extend past it, or cover part of it) and
     the grids are averaged. With ``subtract_mean``, the mean map over all captured tokens is removed
-    first (the reference's attention-sink correction).
+    first (the reference's attention-sink correction) -- unless the phrase is all that was captured.
     """
     if not len(tokens):
         raise InputError("a phrase needs at least one token")
     maps = []
+    # with nothing but the phrase captured (a lone referring expression), the answer's mean map IS the
+    # phrase's map and subtracting it would leave zeros: there is no sink reference then
+    subtract = subtract_mean and len(set(int(t) for t in tokens)) < len(capture.positions)
     for att, geom in zip(capture.attentions, capture.geometries):
         a = att.float().mean(dim=(1, 2))  # (T, h, w)
         m = a[list(tokens)].mean(0)
-        if subtract_mean:
+        if subtract:
             m = m - a.mean(0)
         maps.append(grid_to_image(m, geom))
     return torch.stack(maps).mean(0)
