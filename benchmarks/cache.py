@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     lmm, sam, which = shapes_lmm()
-    head = FLMMHead(HeadConfig.create(lmm.identity, sam, decoder_width=32), sam_model=sam)
+    # the shipped head's sizes (U-Net width and canvas), so the epoch costs what the shapes recipe costs
+    head = FLMMHead(HeadConfig.create(lmm.identity, sam, decoder_width=16, canvas_size=32), sam_model=sam)
     data = ShapesRefNarratives("train", args.samples)
     samples = [data[i] for i in range(min(args.samples, len(data)))]
     batches = [samples[i : i + args.batch_size] for i in range(0, len(samples), args.batch_size)]
