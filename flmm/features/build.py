@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +29,14 @@ from flmm.lmm.messages import conversation
 from flmm.lmm.types import CaptureResult
 
 log = logging.getLogger("flmm.features")
+
+
+class SampleSource(Protocol):
+    """Any sized, indexable collection of grounding samples (the flmm.data readers, a list)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> GroundingSample: ...
 
 
 def cached_sample(
@@ -80,7 +89,7 @@ def cached_sample(
 
 def build_cache(
     lmm: FrozenLMM,
-    dataset: Sequence[GroundingSample],
+    dataset: SampleSource,
     root: str | os.PathLike,
     merge: str = "mean",
     embed_image: Callable | None = None,

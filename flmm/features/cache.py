@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.utils.data import Dataset
 
 from flmm.errors import DataError
 from flmm.geometry import GridGeometry
@@ -158,7 +159,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class FeatureCache:
+class FeatureCache(Dataset):
     """Read side of a cache folder: ``len``, ``cache[i]`` / ``cache.get(sample_id)`` -> :class:`CachedSample`.
 
     Shards are memory-mapped on first use. Only complete shards (with their JSON) are visible.

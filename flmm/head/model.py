@@ -243,7 +243,7 @@ class FLMMHead(
             if not all(isinstance(o, ObjectFeatures) for o in objects):
                 raise InputError("a query without a capture needs ObjectFeatures objects, not token indices")
             for o in objects:
-                self._check_maps(o.attentions)  # type: ignore[union-attr]
+                self._check_maps(o.attentions)  # type: ignore[union-attr, attr-defined]
             return objects, q.geometries, q.keyword_hidden  # type: ignore[return-value]
         self._check_capture(cap)
         t = cap.hidden_states.shape[0]

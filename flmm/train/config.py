@@ -73,7 +73,8 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
 
     def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # JSON gives a list back
+        b0, b1 = self.betas  # JSON gives a list back
+        self.betas = (float(b0), float(b1))
         self.validate()
 
     def validate(self) -> None:

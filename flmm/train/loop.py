@@ -105,7 +105,8 @@ class Trainer:
         model: ``forward(batch) -> dict`` with a scalar ``"loss"`` tensor and optionally other scalars
             (logged). ``batch`` is whatever ``collate_fn`` returns, moved to the device.
         train_dataset: map-style dataset; its order is decided by the trainer (seeded by
-            ``(config.seed, epoch)``, sharded over processes).
+            ``(config.seed, epoch)``, sharded over processes). If it has ``set_epoch(epoch)``, that is
+            called before each epoch (also when resuming mid-epoch).
         collate_fn: list of samples -> batch.
         config: :class:`TrainConfig`.
         eval_fn: called on the main process with the unwrapped model in eval mode under
@@ -138,7 +139,11 @@ class Trainer:
         )
         acc = self.accelerator
         self.sampler = ShardedBatchSampler(
-            len(train_dataset), config.batch_size, config.seed, acc.process_index, acc.num_processes
+            len(train_dataset),  # type: ignore[arg-type]  # map-style datasets are sized
+            config.batch_size,
+            config.seed,
+            acc.process_index,
+            acc.num_processes,
         )
         self.steps_per_epoch = len(self.sampler) // config.grad_accum_steps
         if self.steps_per_epoch < 1:
@@ -198,6 +203,8 @@ class Trainer:
         with self.stop:
             while state.global_step < self.total_steps and not interrupted:
                 self.sampler.set_epoch(state.epoch, state.batch_in_epoch)
+                if hasattr(self.train_dataset, "set_epoch"):  # epoch-dependent data (curricula)
+                    self.train_dataset.set_epoch(state.epoch)
                 batches = iter(self._loader(state.epoch))
                 while state.global_step < self.total_steps and (
                     state.batch_in_epoch + cfg.grad_accum_steps <= len(self.sampler)
@@ -323,7 +330,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
             for k, v in _scalars(output).items():
                 scalars[k] = scalars.get(k, 0.0) + v / cfg.grad_accum_steps
-        scalars["lr"] = self.scheduler.get_last_lr()[0]
+        scalars["lr"] = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
         return scalars
 

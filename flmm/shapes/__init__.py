@@ -1,0 +1,18 @@
+"""The embedded default models of the shapes world, and the stages that train them.
+
+- :mod:`flmm.shapes.tokenizer`: word-level tokenizer + LLaVA-1.5 chat template.
+- :mod:`flmm.shapes.lmm`: the tiny LMM, a stock ``LlavaForConditionalGeneration`` (CLIP ViT + Llama),
+  with its ``LlavaProcessor``; build, save and load in Hugging Face format.
+- :mod:`flmm.shapes.lmm_data`: caption / QA conversations of the shapes world (no grounding data).
+- :mod:`flmm.shapes.lmm_eval`: QA exact match and the attention grounding probe.
+- :mod:`flmm.shapes.train_lmm`: stage 1, ``python -m flmm.shapes.train_lmm --out DIR``.
+
+The shipped weights live in ``flmm/assets/shapes/lmm`` (see :data:`LMM_ASSET_DIR`). Submodules are
+imported on use, so ``import flmm.shapes`` stays light.
+"""
+
+import os
+
+LMM_ASSET_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "shapes", "lmm"
+)

@@ -1,0 +1,191 @@
+"""The tiny shapes-world LMM: a real ``LlavaForConditionalGeneration`` (CLIP-style ViT + Llama).
+
+Everything here is the stock Hugging Face architecture at a tiny size, so the saved folder loads with
+``LlavaForConditionalGeneration.from_pretrained(folder)`` and ``AutoProcessor.from_pretrained(folder)``
+offline, exactly like ``llava-hf/llava-1.5-7b-hf``, and flmm treats it as any other LLaVA.
+
+Image path: a 128x128 RGB image (the processor resizes the short side to 128 and centre-crops) ->
+8x8-pixel patches -> a 16x16 grid of 256 visual tokens (the ViT's CLS token is dropped,
+``vision_feature_select_strategy="default"``) -> the ``<image>`` placeholder expands to 256 tokens.
+Visual token ``r * 16 + c`` covers pixels ``x in [8c, 8c+8), y in [8r, 8r+8)`` of the 128-pixel crop.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import (
+    AutoProcessor,
+    CLIPVisionConfig,
+    GenerationConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from flmm.errors import ConfigError
+from flmm.shapes.tokenizer import BOS, EOS, IMAGE, PAD, build_tokenizer
+
+
+@dataclass
+class ShapesLMMConfig:
+    """Sizes of the tiny LMM.
+
+    Attributes:
+        image_size: processor crop and ViT input size in pixels (square).
+        patch_size: ViT patch size in pixels; the visual grid is ``image_size // patch_size`` squared.
+        vision_hidden, vision_layers, vision_heads: ViT width, depth, heads (MLP is 4x wide).
+        text_hidden, text_layers, text_heads: Llama width, depth, heads (M = text_layers, N = text_heads
+            are the layers and heads whose attention F-LMM reads).
+        text_intermediate: Llama MLP width.
+        max_positions: longest sequence (256 visual tokens + text).
+    """
+
+    image_size: int = 128
+    patch_size: int = 8
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    text_hidden: int = 256
+    text_layers: int = 4
+    text_heads: int = 8
+    text_intermediate: int = 768
+    max_positions: int = 1024
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    def validate(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
+            )
+        for name, width, heads in (
+            ("vision", self.vision_hidden, self.vision_heads),
+            ("text", self.text_hidden, self.text_heads),
+        ):
+            if width % heads:
+                raise ConfigError(f"{name}_hidden {width} must be divisible by {name}_heads {heads}")
+        if self.max_positions < self.grid**2 + 16:
+            raise ConfigError(f"max_positions {self.max_positions} leaves no room for text after the image")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_llava_config(cfg: ShapesLMMConfig, tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+    """The ``LlavaConfig`` of a tiny LMM whose vocabulary is ``tokenizer``'s."""
+    cfg.validate()
+    vocab = tokenizer.get_vocab()
+    vision = CLIPVisionConfig(
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=4 * cfg.vision_hidden,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        projection_dim=cfg.vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=cfg.text_hidden,
+        intermediate_size=cfg.text_intermediate,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        num_key_value_heads=cfg.text_heads,
+        max_position_embeddings=cfg.max_positions,
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[PAD],
+        tie_word_embeddings=False,
+    )
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=vocab[IMAGE],
+        image_seq_length=cfg.grid**2,
+        # The tower is trained from scratch with the LM: its last layer is the trained one (LLaVA's -2
+        # would leave the last ViT layer without gradient).
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+
+
+def build_processor(cfg: ShapesLMMConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaProcessor:
+    """A ``LlavaProcessor`` whose ``<image>`` expands to exactly ``grid**2`` tokens."""
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": cfg.image_size},
+        crop_size={"height": cfg.image_size, "width": cfg.image_size},
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=cfg.patch_size,
+        vision_feature_select_strategy="default",
+        # the ViT emits CLS + patches; "default" drops CLS again: (128/8)^2 + 1 - 1 = 256
+        num_additional_image_tokens=1,
+        chat_template=tokenizer.chat_template,
+        image_token=IMAGE,
+    )
+
+
+def generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
+    """Greedy decoding that stops at ``</s>``."""
+    return GenerationConfig(
+        do_sample=False,
+        max_new_tokens=48,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_lmm(
+    cfg: ShapesLMMConfig | None = None, seed: int = 0, attn_implementation: str = "sdpa"
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A randomly initialised tiny LMM (fp32) and its processor."""
+    cfg = cfg if cfg is not None else ShapesLMMConfig()
+    processor = build_processor(cfg)
+    config = build_llava_config(cfg, processor.tokenizer)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
+    model.generation_config = generation_config(processor.tokenizer)
+    return model, processor
+
+
+def save_lmm(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    folder: str,
+    dtype: torch.dtype = torch.float16,
+) -> None:
+    """Write a Hugging Face folder (config, safetensors weights, tokenizer, processor, chat template).
+
+    The weights are stored in ``dtype`` (fp16 halves the size; fp32 training weights round-trip to
+    within fp16 precision); the model in memory is not modified.
+    """
+    os.makedirs(folder, exist_ok=True)
+    state = {k: v.detach().to(dtype) for k, v in model.state_dict().items()}
+    model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+    processor.save_pretrained(folder)
+
+
+def load_lmm(
+    folder: str, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """Load a saved tiny LMM with the stock Auto/LLaVA classes (offline), in ``dtype``, eval mode."""
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ConfigError(f"no Hugging Face model folder at {folder!r} (config.json missing)")
+    model = LlavaForConditionalGeneration.from_pretrained(
+        folder, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
+    )
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    return model.eval(), processor

@@ -1,0 +1,193 @@
+"""Measurements of the tiny LMM on held-out scenes: QA exact match and a grounding probe.
+
+The grounding probe reads, for every caption phrase naming things, the softmax attention of its tokens
+(query = the phrase's own tokens, as F-LMM does) over the 16x16 visual tokens, averaged over the
+phrase's tokens and over all layers and heads, and compares it with the phrase's ground-truth mask
+(used only here, to measure; never in training):
+
+- pointing game: the arg-max cell overlaps the mask; ``chance`` is the fraction of cells overlapping
+  it (the hit rate of a uniformly random cell);
+- mass ratio: attention mass on the mask (cells weighted by their mask coverage) divided by the
+  mask's area fraction (1.0 = no better than uniform);
+- best head: the pointing game of the single (layer, head) map that points best on these scenes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+from flmm.shapes.lmm_data import CAPTION_PROMPTS, assistant_turn, user_turn
+from flmm.world import narrative, qa_items, referring_expressions, sample_scene
+
+
+def _image_question(question: str) -> dict:
+    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+
+
+@torch.inference_mode()
+def answer_questions(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    images: list[np.ndarray],
+    questions: list[str],
+    batch_size: int = 32,
+    max_new_tokens: int = 4,
+) -> list[str]:
+    """Greedy answers to single-turn questions, one ``(128, 128, 3) uint8`` image per question."""
+    tok = processor.tokenizer
+    answers: list[str] = []
+    for start in range(0, len(questions), batch_size):
+        chunk = range(start, min(start + batch_size, len(questions)))
+        prompts = [
+            processor.apply_chat_template([_image_question(questions[i])], add_generation_prompt=True)
+            for i in chunk
+        ]
+        enc = processor(
+            images=[Image.fromarray(images[i]) for i in chunk],
+            text=prompts,
+            return_tensors="pt",
+            padding=True,
+        )
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+        new = out[:, enc["input_ids"].shape[1] :]
+        answers += [a.strip() for a in tok.batch_decode(new, skip_special_tokens=True)]
+    return answers
+
+
+def qa_accuracy(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    seeds: list[int],
+    qa_per_kind: int = 2,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Exact-match accuracy of greedy answers on the questions of scenes ``seeds``: ``qa_acc`` overall and
+    ``qa_acc_<kind>`` per question kind, plus ``qa_n`` (number of questions)."""
+    images, questions, answers, kinds = [], [], [], []
+    for seed in seeds:
+        scene = sample_scene(seed)
+        for item in qa_items(scene, max_per_kind=qa_per_kind):
+            images.append(scene.image)
+            questions.append(item.question)
+            answers.append(item.answer)
+            kinds.append(item.kind)
+    predicted = answer_questions(model, processor, images, questions, batch_size)
+    per_kind: dict[str, list[bool]] = defaultdict(list)
+    for p, a, k in zip(predicted, answers, kinds):
+        per_kind[k].append(p == a)
+    hits = [p == a for p, a in zip(predicted, answers)]
+    result = {"qa_acc": float(np.mean(hits)), "qa_n": float(len(hits))}
+    result.update({f"qa_acc_{k}": float(np.mean(v)) for k, v in sorted(per_kind.items())})
+    return result
+
+
+def _cell_coverage(mask: np.ndarray, grid: int) -> np.ndarray:
+    """``(grid, grid)`` fraction of each cell's pixels inside the ``(H, W)`` bool mask."""
+    h, w = mask.shape
+    return mask.reshape(grid, h // grid, grid, w // grid).mean(axis=(1, 3))
+
+
+def _phrase_maps(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    image: np.ndarray,
+    prompt: str,
+    answer: str,
+    spans: list[tuple[int, int]],
+) -> list[torch.Tensor]:
+    """For each character span of ``answer``: ``(M, N, g, g)`` attention of the span's tokens (mean over
+    them) over the visual grid, teacher-forcing ``USER: <image> prompt ASSISTANT: answer``."""
+    messages = [user_turn(prompt, Image.fromarray(image)), assistant_turn(answer)]
+    text = processor.apply_chat_template(messages)
+    enc = processor(
+        images=Image.fromarray(image), text=text, return_tensors="pt", return_offsets_mapping=True
+    )
+    offsets = enc.pop("offset_mapping")[0]
+    # offsets refer to the text after <image> expansion: anchor on the last ASSISTANT: token instead
+    role = (enc["input_ids"][0] == processor.tokenizer.convert_tokens_to_ids("ASSISTANT:")).nonzero()[-1, 0]
+    answer_start = int(offsets[role, 1]) + 1
+    out = model(**enc, output_attentions=True)
+    image_pos = (enc["input_ids"][0] == model.config.image_token_id).nonzero().squeeze(1)
+    grid = int(round(len(image_pos) ** 0.5))
+    # (M, N, L, 256): rows of all tokens, image columns only
+    att = torch.stack([a[0][:, :, image_pos] for a in out.attentions])
+    maps = []
+    for s, e in spans:
+        a, b = answer_start + s, answer_start + e
+        tokens = (
+            ((offsets[:, 0] >= a) & (offsets[:, 1] <= b) & (offsets[:, 1] > offsets[:, 0]))
+            .nonzero()
+            .squeeze(1)
+        )
+        rows = att[:, :, tokens].mean(2)  # F-LMM: mean over the phrase's tokens
+        maps.append(rows.reshape(rows.shape[0], rows.shape[1], grid, grid).float())
+    return maps
+
+
+@torch.inference_mode()
+def grounding_probe(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    seeds: list[int],
+    text: str = "caption",
+) -> dict[str, float]:
+    """Pointing game and attention mass of thing phrases (see the module docstring).
+
+    Args:
+        text: ``"caption"`` (phrases of the scene's narrative) or ``"refexp"`` (each referring expression
+            teacher-forced alone as the answer to the caption prompt).
+
+    Returns ``{prefix}_point`` (mean map), ``{prefix}_chance``, ``{prefix}_mass_ratio``,
+    ``{prefix}_best_head_point``, ``{prefix}_best_head`` (index ``layer * N + head``) and
+    ``{prefix}_n`` (phrases), with ``prefix = "probe_" + text``.
+    """
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # attention weights are only returned by eager attention
+    hits, chance, ratio, head_hits = [], [], [], []
+    try:
+        for seed in seeds:
+            scene = sample_scene(seed)
+            if text == "caption":
+                nar = narrative(scene)
+                jobs = [
+                    (
+                        nar.text,
+                        [(s.start, s.end) for s in nar.segments if s.thing_ids],
+                        [s.mask(scene) for s in nar.segments if s.thing_ids],
+                    )
+                ]
+            else:
+                jobs = [(r.text, [(0, len(r.text))], [r.mask(scene)]) for r in referring_expressions(scene)]
+            for answer, spans, masks in jobs:
+                if not spans:
+                    continue
+                maps = _phrase_maps(model, processor, scene.image, CAPTION_PROMPTS[0], answer, spans)
+                for m, mask in zip(maps, masks):
+                    grid = m.shape[-1]
+                    cover = torch.from_numpy(_cell_coverage(mask, grid)).float()
+                    mean = m.mean((0, 1))
+                    hits.append(float(cover.flatten()[mean.argmax()] > 0))
+                    chance.append(float((cover > 0).float().mean()))
+                    mean = mean / mean.sum()
+                    ratio.append(float((mean * cover).sum() / cover.mean().clamp_min(1e-6)))
+                    flat = m.flatten(0, 1).flatten(1)  # (M*N, g*g)
+                    head_hits.append((cover.flatten()[flat.argmax(1)] > 0).float())
+    finally:
+        model.set_attn_implementation(previous)
+    prefix = f"probe_{text}"
+    if not hits:
+        return {f"{prefix}_n": 0.0}
+    per_head = torch.stack(head_hits).mean(0)
+    return {
+        f"{prefix}_point": float(np.mean(hits)),
+        f"{prefix}_chance": float(np.mean(chance)),
+        f"{prefix}_mass_ratio": float(np.mean(ratio)),
+        f"{prefix}_best_head_point": float(per_head.max()),
+        f"{prefix}_best_head": float(per_head.argmax()),
+        f"{prefix}_n": float(len(hits)),
+    }

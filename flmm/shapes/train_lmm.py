@@ -1,0 +1,236 @@
+"""Stage 1 of the shapes-world defaults: pre-train the tiny LMM on captions and QA (no grounding data).
+
+Everything is trained from scratch (ViT, projector, Llama); the LMM is frozen only later, by F-LMM.
+The run folder gets the training config, a JSONL log, checkpoints (resumable) and, at the end, the
+Hugging Face folder ``<out>/hf`` plus ``<out>/eval.json`` (QA accuracy and the grounding probe on
+held-out ``val`` scenes).
+
+    OMP_WAIT_POLICY=PASSIVE python -m flmm.shapes.train_lmm --out runs/shapes_lmm --steps 3000
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must precede the first torch import: on a shared CPU, OpenMP threads that spin-wait make 2 threads
+# ~10x slower than 1 (measured on the 2-core box); passive waiting avoids it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from flmm.errors import ConfigError  # noqa: E402
+from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
+from flmm.shapes.lmm_data import IGNORE_INDEX, ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
+from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
+from flmm.train import TrainConfig, Trainer  # noqa: E402
+from flmm.world import split_seeds  # noqa: E402
+
+
+class CausalLMObjective(nn.Module):
+    """Wraps a ``LlavaForConditionalGeneration`` for :class:`~flmm.train.Trainer`: next-token
+    cross-entropy on the labelled (assistant) tokens, plus their greedy token accuracy for the log."""
+
+    def __init__(self, lmm: nn.Module) -> None:
+        super().__init__()
+        self.lmm = lmm
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.lmm(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            labels=batch["labels"],
+        )
+        with torch.no_grad():
+            target = batch["labels"][:, 1:]
+            valid = target != IGNORE_INDEX
+            hit = (out.logits[:, :-1].argmax(-1) == target) & valid
+            acc = hit.sum() / valid.sum().clamp_min(1)
+        return {"loss": out.loss, "token_acc": acc}
+
+
+@dataclass
+class LMMStageConfig:
+    """Stage-1 settings (saved as ``stage_config.json`` in the run folder).
+
+    Attributes:
+        model: sizes of the tiny LMM.
+        data: conversation mix.
+        train: the loop's config (``train.output_dir`` is the run folder).
+        train_scenes: training conversations (one scene each, seeds ``split_seeds("train", n)``).
+        eval_scenes / probe_scenes: ``val`` scenes for QA accuracy / the grounding probe.
+        init_seed: model initialisation seed.
+        export_dtype: ``"float16"`` or ``"float32"`` weights in the exported folder.
+        threads: torch intra-op threads (0: torch's default).
+    """
+
+    model: ShapesLMMConfig = field(default_factory=ShapesLMMConfig)
+    data: ChatDataConfig = field(default_factory=ChatDataConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            output_dir="runs/shapes_lmm",
+            max_steps=3000,
+            batch_size=16,
+            lr=1e-3,
+            mixed_precision="no",
+            save_every_steps=250,
+            eval_every_steps=0,
+            log_every_steps=25,
+        )
+    )
+    train_scenes: int = 60_000
+    eval_scenes: int = 100
+    probe_scenes: int = 40
+    init_seed: int = 0
+    export_dtype: str = "float16"
+    threads: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(
+    lmm: nn.Module, processor, cfg: LMMStageConfig, eval_scenes: int | None = None
+) -> dict[str, float]:
+    """QA exact match and grounding probes on held-out ``val`` scenes."""
+    n_eval = cfg.eval_scenes if eval_scenes is None else eval_scenes
+    was_training = lmm.training
+    lmm.eval()
+    results = qa_accuracy(lmm, processor, split_seeds("val", n_eval))
+    probe_seeds = split_seeds("val", n_eval + cfg.probe_scenes)[n_eval:]
+    results.update(grounding_probe(lmm, processor, probe_seeds, text="caption"))
+    results.update(
+        grounding_probe(lmm, processor, probe_seeds[: max(1, len(probe_seeds) // 2)], text="refexp")
+    )
+    lmm.train(was_training)
+    return results
+
+
+def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
+    """Train, export ``<out>/hf`` and return the final evaluation (also written to ``<out>/eval.json``)."""
+    if cfg.export_dtype not in ("float16", "float32"):
+        raise ConfigError(f"export_dtype must be float16 or float32, got {cfg.export_dtype!r}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = cfg.train.output_dir
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "stage_config.json"), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2)
+    lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
+    dataset = ShapesChatDataset(split_seeds("train", cfg.train_scenes), processor, cfg.data)
+    objective = CausalLMObjective(lmm)
+
+    def periodic_eval(model: nn.Module) -> dict[str, float]:
+        return evaluate(model.lmm, processor, cfg, eval_scenes=max(10, cfg.eval_scenes // 4))  # type: ignore[arg-type]
+
+    eval_fn = periodic_eval if cfg.train.eval_every_steps else None
+    collate = ChatCollator(processor.tokenizer.pad_token_id)
+    trainer = Trainer(objective, dataset, collate, cfg.train, eval_fn=eval_fn)
+    start = time.time()
+    result = trainer.train(resume=resume)
+    train_minutes = (time.time() - start) / 60
+    if result.interrupted:
+        print(f"[train_lmm] interrupted at step {result.state.global_step}; resume with --resume")
+        return {"interrupted": 1.0, "step": float(result.state.global_step)}
+    folder = os.path.join(out, "hf")
+    save_lmm(lmm, processor, folder, dtype=getattr(torch, cfg.export_dtype))
+    final = evaluate(lmm, processor, cfg)
+    final.update(
+        train_minutes_this_call=train_minutes,
+        train_seconds_total=result.state.elapsed_seconds,
+        steps=float(result.state.global_step),
+        params_millions=sum(p.numel() for p in lmm.parameters()) / 1e6,
+        size_mb=sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6,
+    )
+    with open(os.path.join(out, "eval.json"), "w") as f:
+        json.dump(final, f, indent=2)
+    print(json.dumps(final, indent=2))
+    return final
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
+    p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world LMM (captions + QA only).")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=float, default=0.03, help="warm-up fraction of the steps")
+    p.add_argument(
+        "--minutes", type=float, default=0.0, help="wall-clock budget: checkpoint and stop when hit"
+    )
+    p.add_argument("--train-scenes", type=int, default=60_000)
+    p.add_argument("--eval-scenes", type=int, default=100)
+    p.add_argument("--probe-scenes", type=int, default=40)
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--p-caption", type=float, default=0.5, help="fraction of caption-only conversations")
+    p.add_argument("--p-packed", type=float, default=0.0, help="fraction of QA-then-caption conversations")
+    p.add_argument("--max-questions", type=int, default=8)
+    p.add_argument("--p-simple", type=float, default=0.0, help="fraction of scenes cut to 1-2 things")
+    p.add_argument("--vision-heads", type=int, default=4)
+    p.add_argument("--vision-hidden", type=int, default=128)
+    p.add_argument("--vision-layers", type=int, default=3)
+    p.add_argument("--text-hidden", type=int, default=256)
+    p.add_argument("--text-layers", type=int, default=4)
+    p.add_argument("--text-heads", type=int, default=8)
+    p.add_argument("--text-intermediate", type=int, default=768)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--precision", default="no", choices=("no", "bf16"))
+    p.add_argument("--export-dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    a = p.parse_args(argv)
+    model = ShapesLMMConfig(
+        patch_size=a.patch_size,
+        vision_hidden=a.vision_hidden,
+        vision_layers=a.vision_layers,
+        vision_heads=a.vision_heads,
+        text_hidden=a.text_hidden,
+        text_layers=a.text_layers,
+        text_heads=a.text_heads,
+        text_intermediate=a.text_intermediate,
+    )
+    train = TrainConfig(
+        output_dir=a.out,
+        seed=a.seed,
+        max_steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        warmup_ratio=a.warmup,
+        mixed_precision=a.precision,
+        save_every_steps=250,
+        eval_every_steps=a.eval_every,
+        log_every_steps=25,
+        max_minutes=a.minutes,
+    )
+    data = ChatDataConfig(
+        p_caption=a.p_caption, p_packed=a.p_packed, max_questions=a.max_questions, p_simple=a.p_simple
+    )
+    cfg = LMMStageConfig(
+        model=model,
+        data=data,
+        train=train,
+        train_scenes=a.train_scenes,
+        eval_scenes=a.eval_scenes,
+        probe_scenes=a.probe_scenes,
+        init_seed=a.seed,
+        export_dtype=a.export_dtype,
+        threads=a.threads,
+    )
+    return cfg, a.resume
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, resume = parse_args(argv)
+    results = train_lmm(cfg, resume=resume)
+    return 130 if results.get("interrupted") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""Tests of the tiny shapes-world LMM: tokenizer, chat template, HF folder round trip, training, shipped weights."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from flmm.errors import ConfigError
+from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, build_processor, load_lmm, save_lmm
+from flmm.shapes.lmm_data import (
+    IGNORE_INDEX,
+    ChatCollator,
+    ChatDataConfig,
+    ShapesChatDataset,
+    assistant_turn,
+    encode,
+    user_turn,
+)
+from flmm.shapes.lmm_eval import answer_questions, grounding_probe
+from flmm.shapes.tokenizer import build_tokenizer
+from flmm.shapes.train_lmm import CausalLMObjective
+from flmm.train import TrainConfig, Trainer, read_log
+from flmm.world import (
+    SceneSpec,
+    Thing,
+    narrative,
+    qa_pairs,
+    referring_expressions,
+    render,
+    sample_scene,
+    split_seeds,
+)
+from flmm.world import vocabulary as world_vocabulary
+
+SHIPPED = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flmm", "assets", "shapes", "lmm"
+)
+TINY = ShapesLMMConfig(
+    image_size=32,
+    patch_size=8,
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_hidden=32,
+    text_layers=2,
+    text_heads=2,
+    text_intermediate=64,
+    max_positions=256,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def test_every_world_word_is_one_token_and_round_trips(tokenizer):
+    unk = tokenizer.unk_token_id
+    ids = tokenizer(" ".join(world_vocabulary()), add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(world_vocabulary()) and unk not in ids
+    scene = sample_scene(split_seeds("val", 1)[0])
+    texts = (
+        [narrative(scene).text]
+        + [q for qa in qa_pairs(scene) for q in qa]
+        + [r.text for r in referring_expressions(scene)]
+    )
+    for text in texts:
+        enc = tokenizer(text, return_offsets_mapping=True)
+        assert enc["input_ids"][0] == tokenizer.bos_token_id
+        assert tokenizer.decode(enc["input_ids"], skip_special_tokens=True) == text
+        # offsets give back exactly the words (the core maps answer character spans to tokens with them)
+        words = [text[s:e] for s, e in enc["offset_mapping"][1:]]
+        assert words == text.split()
+    assert tokenizer("a zebra")["input_ids"][-1] == unk
+
+
+def test_chat_template_matches_llava_layout(tokenizer):
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": "what color is the star ?"}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": "red"}]},
+        {"role": "user", "content": "is there a star ?"},
+    ]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert (
+        text == "USER: <image>\nwhat color is the star ? ASSISTANT: red</s>USER: is there a star ? ASSISTANT:"
+    )
+    out = tokenizer.apply_chat_template(
+        messages[:2], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    tokens = tokenizer.convert_ids_to_tokens(out["input_ids"])
+    assistant = [t for t, m in zip(tokens, out["assistant_masks"]) if m]
+    assert assistant == ["red", "</s>"]
+
+
+def test_processor_expands_image_to_the_visual_grid():
+    for cfg in (ShapesLMMConfig(), TINY):
+        processor = build_processor(cfg)
+        messages = [user_turn("what color is the star ?", Image.new("RGB", (128, 96)))]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        enc = processor(images=Image.new("RGB", (128, 96)), text=text, return_tensors="pt")
+        n_image = int((enc["input_ids"] == processor.image_token_id).sum())
+        assert n_image == cfg.grid**2
+        assert enc["pixel_values"].shape == (1, 3, cfg.image_size, cfg.image_size)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        build_lmm(ShapesLMMConfig(image_size=100, patch_size=8))
+    with pytest.raises(ConfigError):
+        build_lmm(ShapesLMMConfig(text_hidden=100, text_heads=8))
+
+
+def test_dataset_labels_only_assistant_answers_and_is_deterministic():
+    processor = build_processor(TINY)
+    for p_caption, answers in ((1.0, 1), (0.0, 3)):  # caption: one answer; QA: one per question
+        ds = ShapesChatDataset(
+            split_seeds("train", 4), processor, ChatDataConfig(p_caption=p_caption, max_questions=3)
+        )
+        for i in range(len(ds)):
+            sample = ds[i]
+            again = ds[i]
+            assert torch.equal(sample["input_ids"], again["input_ids"])
+            ids, labels = sample["input_ids"], sample["labels"]
+            labelled = processor.tokenizer.convert_ids_to_tokens(ids[labels != IGNORE_INDEX])
+            assert labelled[-1] == "</s>" and "USER:" not in labelled and "<image>" not in labelled
+            assert labelled.count("</s>") == answers
+            assert int((ids == processor.image_token_id).sum()) == TINY.grid**2
+    batch = ChatCollator(processor.tokenizer.pad_token_id)([ds[0], ds[1]])
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+    with pytest.raises(ConfigError):
+        ChatDataConfig(p_caption=0.8, p_packed=0.5)
+
+
+def test_packed_conversations_put_the_caption_last_and_simple_scenes_are_smaller():
+    import flmm.shapes.lmm_data as data
+
+    cfg = ChatDataConfig(p_caption=0.0, p_packed=1.0, max_questions=3, p_simple=1.0, simple_max_things=2)
+    for seed in split_seeds("train", 12):
+        image, messages = data.conversation(seed, np.random.default_rng(seed), cfg)
+        assert [m["role"] for m in messages][-2:] == ["user", "assistant"]
+        assert messages[-2]["content"][-1]["text"] in data.CAPTION_PROMPTS
+        assert messages[0]["content"][0]["type"] == "image"
+        assert sum(c["type"] == "image" for m in messages for c in m["content"]) == 1
+        caption = messages[-1]["content"][0]["text"]
+        original = sample_scene(seed)
+        if len(original.spec.things) > 1:
+            # the caption names at most 2 things (phrases start with an article or a number word)
+            names = [w for w in caption.split() if w in ("a", "an", "two")]
+            assert 1 <= len(names) <= 2
+            assert not np.array_equal(image, original.image)
+
+
+def test_tiny_lmm_forward_save_and_load_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, processor = build_lmm(TINY)
+    model.eval()
+    scene = sample_scene(0)
+    messages = [
+        user_turn("describe the image .", Image.fromarray(scene.image)),
+        assistant_turn(narrative(scene).text),
+    ]
+    batch = encode(processor, messages)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"][None], pixel_values=batch["pixel_values"][None]).logits
+    assert logits.shape == (1, len(batch["input_ids"]), len(processor.tokenizer))
+    save_lmm(model, processor, str(tmp_path / "hf"), dtype=torch.float32)
+    loaded = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "hf"))
+    proc2 = AutoProcessor.from_pretrained(str(tmp_path / "hf"))
+    assert proc2.apply_chat_template(messages) == processor.apply_chat_template(messages)
+    with torch.no_grad():
+        logits2 = loaded(input_ids=batch["input_ids"][None], pixel_values=batch["pixel_values"][None]).logits
+    torch.testing.assert_close(logits2, logits)
+    with pytest.raises(ConfigError):
+        load_lmm(str(tmp_path / "missing"))
+
+
+def test_a_few_training_steps_lower_the_loss(tmp_path):
+    model, processor = build_lmm(TINY, seed=1)
+    # 4 short QA conversations, seen over and over: a working stage memorises them quickly
+    ds = ShapesChatDataset(split_seeds("train", 4), processor, ChatDataConfig(p_caption=0.0, max_questions=3))
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        max_steps=30,
+        batch_size=4,
+        lr=1e-2,
+        warmup_ratio=0.1,
+        mixed_precision="no",
+        save_every_steps=0,
+        log_every_steps=1,
+        progress_bar=False,
+    )
+    Trainer(CausalLMObjective(model), ds, ChatCollator(processor.tokenizer.pad_token_id), cfg).train()
+    losses = [r["loss"] for r in read_log(cfg.output_dir, "train")]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+
+
+def test_probe_and_generation_run_on_a_tiny_model():
+    model, processor = build_lmm(TINY)
+    model.eval()
+    seeds = split_seeds("val", 2)
+    result = grounding_probe(model, processor, seeds)
+    assert result["probe_caption_n"] > 0
+    assert 0.0 <= result["probe_caption_point"] <= 1.0 and 0.0 < result["probe_caption_chance"] < 1.0
+    assert model.config._attn_implementation == "sdpa"  # the probe restores the attention kernel
+    images = [sample_scene(s).image for s in seeds]
+    answers = answer_questions(model, processor, images, ["is there a star ?"] * 2, max_new_tokens=2)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(SHIPPED, "model.safetensors")),
+    reason="the shipped tiny LMM (flmm/assets/shapes/lmm) is not trained yet: run flmm.shapes.train_lmm",
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (issue 4): the shipped tiny LMM answers 49 % of held-out questions and 17 % of colour "
+    "questions (target 90 %); strict, so this turns into a failure to remove once the LMM stage meets it",
+)
+def test_shipped_lmm_loads_offline_and_names_colours(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = LlavaForConditionalGeneration.from_pretrained(SHIPPED).eval()
+    processor = AutoProcessor.from_pretrained(SHIPPED)
+    # fresh scenes (not from any split): one big thing of each colour, shapes and places varied
+    shapes = ["circle", "square", "triangle", "star", "diamond", "circle", "square"]
+    colors = ["red", "orange", "yellow", "green", "blue", "purple", "pink"]
+    images, questions = [], []
+    for k, (shape, color) in enumerate(zip(shapes, colors)):
+        spec = SceneSpec(
+            (Thing(shape, color, "big", (30.0 + 9 * k, 40.0 + 7 * k)),), "sky", "grass", 70.0, 123 + k
+        )
+        images.append(render(spec).image)
+        questions.append(f"what color is the {shape} ?")
+    answers = answer_questions(model, processor, images, questions)
+    assert answers == colors
