@@ -5,4 +5,12 @@ from flmm.lmm.messages import conversation
 from flmm.lmm.registry import families, register_family
 from flmm.lmm.types import CaptureResult, LMMIdentity
 
-__all__ = ["CaptureResult", "FrozenLMM", "Generation", "LMMIdentity", "conversation", "families", "register_family"]
+__all__ = [
+    "CaptureResult",
+    "FrozenLMM",
+    "Generation",
+    "LMMIdentity",
+    "conversation",
+    "families",
+    "register_family",
+]
