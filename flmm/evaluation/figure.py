@@ -31,6 +31,7 @@ def attention_figure(rows: int = 4, scale: int = 2, n_clusters: int = 4) -> np.n
 
     pipe = GroundingPipeline.from_pretrained(min_score=0.0)
     lmm, head = pipe.lmm, pipe.head
+    assert head is not None  # the shipped model has a head
     lines = []
     for seed in split_seeds("test", rows):
         scene = sample_scene(seed)
@@ -45,7 +46,7 @@ def attention_figure(rows: int = 4, scale: int = 2, n_clusters: int = 4) -> np.n
             draw_masks(scene.image, gt[None], ["ground truth"], scale=scale),
             _with_caption(upscale(heatmap_overlay(scene.image, heat), scale), "mean attention"),
             _with_caption(upscale(cluster_overlay(scene.image, labels), scale), f"KMeans k={n_clusters}"),
-            draw_masks(scene.image, res.decoder_masks.numpy()[:1], ["decoder"], scale=scale),
+            draw_masks(scene.image, np.asarray(res.decoder_masks)[:1], ["decoder"], scale=scale),
             draw_masks(scene.image, res.masks.numpy()[:1], ["refined"], scale=scale),
         ]
         h = max(c.shape[0] for c in cells)
