@@ -49,12 +49,12 @@ class ShapesLMMConfig:
     image_size: int = 128
     patch_size: int = 8
     vision_hidden: int = 128
-    vision_layers: int = 3
+    vision_layers: int = 4
     vision_heads: int = 4
-    text_hidden: int = 256
+    text_hidden: int = 192
     text_layers: int = 4
-    text_heads: int = 8
-    text_intermediate: int = 768
+    text_heads: int = 6
+    text_intermediate: int = 512
     max_positions: int = 1024
 
     @property

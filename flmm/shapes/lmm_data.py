@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 from transformers import LlavaProcessor
 
 from flmm.errors import ConfigError
-from flmm.world import SceneSpec, narrative, qa_pairs, render, sample_spec
+from flmm.shapes.concepts import CONCEPTS, caption_concepts
+from flmm.world import Scene, SceneSpec, narrative, qa_pairs, render, sample_spec
 
 CAPTION_PROMPTS: tuple[str, ...] = (
     "describe the image .",
@@ -75,10 +76,9 @@ def assistant_turn(text: str) -> dict:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
-def conversation(
-    seed: int, index_rng: np.random.Generator, cfg: ChatDataConfig
-) -> tuple[np.ndarray, list[dict]]:
-    """The image ``(128, 128, 3) uint8`` of scene ``seed`` and one conversation (hub message list)."""
+def conversation(seed: int, index_rng: np.random.Generator, cfg: ChatDataConfig) -> tuple[Scene, list[dict]]:
+    """Scene ``seed`` (possibly simplified, see ``cfg.p_simple``) and one conversation about it (hub
+    message list; the image is in the first user turn)."""
     spec = sample_spec(seed)
     if index_rng.random() < cfg.p_simple and len(spec.things) > 1:
         # a simpler scene: its first things only (the world draws 1..6 uniformly)
@@ -99,7 +99,7 @@ def conversation(
         prompt = CAPTION_PROMPTS[index_rng.integers(len(CAPTION_PROMPTS))]
         caption = narrative(scene, np.random.default_rng([seed, int(index_rng.integers(1 << 30))])).text
         messages += [user_turn(prompt, image if not messages else None), assistant_turn(caption)]
-    return scene.image, messages
+    return scene, messages
 
 
 def encode(processor: LlavaProcessor, messages: list[dict]) -> dict[str, torch.Tensor]:
@@ -128,13 +128,18 @@ class ShapesChatDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seeds[i], i, 7])
-        _, messages = conversation(self.seeds[i], rng, self.cfg)
-        return encode(self.processor, messages)
+        scene, messages = conversation(self.seeds[i], rng, self.cfg)
+        sample = encode(self.processor, messages)
+        # image-level concepts named by the scene's caption (text only; see flmm.shapes.concepts)
+        concepts = torch.zeros(len(CONCEPTS))
+        concepts[caption_concepts(narrative(scene).text)] = 1.0
+        sample["concepts"] = concepts
+        return sample
 
 
 def collate_chat(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a list of :func:`encode` outputs: ``input_ids``, ``labels``, ``attention_mask`` ``(B, L)``,
-    ``pixel_values`` ``(B, 3, H, W)``."""
+    ``pixel_values`` ``(B, 3, H, W)`` and, when the samples have them, ``concepts`` ``(B, C)`` float."""
     length = max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
@@ -142,8 +147,15 @@ def collate_chat(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[st
     for b, s in enumerate(samples):
         n = len(s["input_ids"])
         ids[b, :n], labels[b, :n], mask[b, :n] = s["input_ids"], s["labels"], 1
-    pixels = torch.stack([s["pixel_values"] for s in samples])
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": pixels}
+    batch = {
+        "input_ids": ids,
+        "labels": labels,
+        "attention_mask": mask,
+        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+    }
+    if all("concepts" in s for s in samples):
+        batch["concepts"] = torch.stack([s["concepts"] for s in samples])
+    return batch
 
 
 class ChatCollator:

@@ -51,9 +51,9 @@ class HeadStageConfig:
     narrative_scenes: int = 1200
     decoder_width: int = 16
     canvas_size: int = 32
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 8
-    lr: float = 5e-4
+    lr: float = 1e-3
     seed: int = 0
     minutes: float = 0.0
     export: str | None = None

@@ -5,7 +5,7 @@ The run folder gets the training config, a JSONL log, checkpoints (resumable) an
 Hugging Face folder ``<out>/hf`` plus ``<out>/eval.json`` (QA accuracy and the grounding probe on
 held-out ``val`` scenes).
 
-    OMP_WAIT_POLICY=PASSIVE python -m flmm.shapes.train_lmm --out runs/shapes_lmm --steps 3000
+    python -m flmm.shapes.train_lmm --out runs/shapes_lmm   # the shipped settings are the defaults
 """
 
 from __future__ import annotations
@@ -26,33 +26,11 @@ from torch import nn  # noqa: E402
 
 from flmm.errors import ConfigError  # noqa: E402
 from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
-from flmm.shapes.lmm_data import IGNORE_INDEX, ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
+from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
+from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
-
-
-class CausalLMObjective(nn.Module):
-    """Wraps a ``LlavaForConditionalGeneration`` for :class:`~flmm.train.Trainer`: next-token
-    cross-entropy on the labelled (assistant) tokens, plus their greedy token accuracy for the log."""
-
-    def __init__(self, lmm: nn.Module) -> None:
-        super().__init__()
-        self.lmm = lmm
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.lmm(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
-            labels=batch["labels"],
-        )
-        with torch.no_grad():
-            target = batch["labels"][:, 1:]
-            valid = target != IGNORE_INDEX
-            hit = (out.logits[:, :-1].argmax(-1) == target) & valid
-            acc = hit.sum() / valid.sum().clamp_min(1)
-        return {"loss": out.loss, "token_acc": acc}
 
 
 @dataclass
@@ -68,6 +46,8 @@ class LMMStageConfig:
         init_seed: model initialisation seed.
         export_dtype: ``"float16"`` or ``"float32"`` weights in the exported folder.
         threads: torch intra-op threads (0: torch's default).
+        concept_weight: weight of the image-level caption-concept loss (0: off); see
+            :mod:`flmm.shapes.concepts`.
     """
 
     model: ShapesLMMConfig = field(default_factory=ShapesLMMConfig)
@@ -90,6 +70,7 @@ class LMMStageConfig:
     init_seed: int = 0
     export_dtype: str = "float16"
     threads: int = 0
+    concept_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +105,7 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
         json.dump(cfg.to_dict(), f, indent=2)
     lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
     dataset = ShapesChatDataset(split_seeds("train", cfg.train_scenes), processor, cfg.data)
-    objective = CausalLMObjective(lmm)
+    objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight)
 
     def periodic_eval(model: nn.Module) -> dict[str, float]:
         return evaluate(model.lmm, processor, cfg, eval_scenes=max(10, cfg.eval_scenes // 4))  # type: ignore[arg-type]
@@ -157,7 +138,7 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
 def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world LMM (captions + QA only).")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=float, default=0.03, help="warm-up fraction of the steps")
@@ -165,24 +146,25 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         "--minutes", type=float, default=0.0, help="wall-clock budget: checkpoint and stop when hit"
     )
     p.add_argument("--train-scenes", type=int, default=60_000)
-    p.add_argument("--eval-scenes", type=int, default=100)
-    p.add_argument("--probe-scenes", type=int, default=40)
-    p.add_argument("--eval-every", type=int, default=0)
-    p.add_argument("--p-caption", type=float, default=0.5, help="fraction of caption-only conversations")
-    p.add_argument("--p-packed", type=float, default=0.0, help="fraction of QA-then-caption conversations")
+    p.add_argument("--eval-scenes", type=int, default=120)
+    p.add_argument("--probe-scenes", type=int, default=16)
+    p.add_argument("--eval-every", type=int, default=600)
+    p.add_argument("--p-caption", type=float, default=0.25, help="fraction of caption-only conversations")
+    p.add_argument("--p-packed", type=float, default=0.5, help="fraction of QA-then-caption conversations")
     p.add_argument("--max-questions", type=int, default=8)
-    p.add_argument("--p-simple", type=float, default=0.0, help="fraction of scenes cut to 1-2 things")
+    p.add_argument("--p-simple", type=float, default=0.25, help="fraction of scenes cut to 1-2 things")
     p.add_argument("--vision-heads", type=int, default=4)
     p.add_argument("--vision-hidden", type=int, default=128)
-    p.add_argument("--vision-layers", type=int, default=3)
-    p.add_argument("--text-hidden", type=int, default=256)
+    p.add_argument("--vision-layers", type=int, default=4)
+    p.add_argument("--text-hidden", type=int, default=192)
     p.add_argument("--text-layers", type=int, default=4)
-    p.add_argument("--text-heads", type=int, default=8)
-    p.add_argument("--text-intermediate", type=int, default=768)
+    p.add_argument("--text-heads", type=int, default=6)
+    p.add_argument("--text-intermediate", type=int, default=512)
     p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--precision", default="no", choices=("no", "bf16"))
+    p.add_argument("--precision", default="bf16", choices=("no", "bf16"))
     p.add_argument("--export-dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--concept-weight", type=float, default=1.0, help="caption-concept loss on visual tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     a = p.parse_args(argv)
@@ -222,6 +204,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         init_seed=a.seed,
         export_dtype=a.export_dtype,
         threads=a.threads,
+        concept_weight=a.concept_weight,
     )
     return cfg, a.resume
 

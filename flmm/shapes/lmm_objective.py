@@ -1,0 +1,59 @@
+"""Training objective of the tiny LMM: next-token loss on the assistant tokens, plus an optional
+image-level concept loss on the visual tokens (see :mod:`flmm.shapes.concepts`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from flmm.shapes.concepts import CONCEPTS
+from flmm.shapes.lmm_data import IGNORE_INDEX
+
+
+class CausalLMObjective(nn.Module):
+    """Wraps a ``LlavaForConditionalGeneration`` for :class:`~flmm.train.Trainer`.
+
+    ``forward(batch)`` returns ``loss`` (= LM cross-entropy + ``concept_weight`` x concept BCE),
+    ``lm_loss``, ``token_acc`` (greedy accuracy on the labelled tokens) and, with concepts,
+    ``concept_loss``. The concept probe is a linear layer on each projected visual token (the LM's
+    input), max-pooled over the tokens; it is only a training aid and is not part of the exported LMM.
+
+    Args:
+        lmm: the LLaVA model (all of it trainable in this stage).
+        concept_weight: weight of the concept loss (0 disables it and the probe).
+    """
+
+    def __init__(self, lmm: nn.Module, concept_weight: float = 0.0) -> None:
+        super().__init__()
+        self.lmm = lmm
+        self.concept_weight = concept_weight
+        hidden = lmm.config.text_config.hidden_size
+        self.concept_probe = nn.Linear(hidden, len(CONCEPTS)) if concept_weight > 0 else None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        extra: dict[str, torch.Tensor] = {}
+        inputs = dict(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        )
+        if self.concept_probe is not None:
+            # one ViT pass, shared by the probe and the LM
+            image = self.lmm.model.get_image_features(pixel_values=batch["pixel_values"], return_dict=True)
+            tokens = torch.stack(list(image.pooler_output))  # (B, 256, hidden) projected visual tokens
+            logits = self.concept_probe(tokens).amax(dim=1)  # (B, C): "some token shows it"
+            extra["concept_loss"] = F.binary_cross_entropy_with_logits(
+                logits.float(), batch["concepts"].float()
+            )
+            inputs["mm_encoder_outputs"] = {"image": image}
+        else:
+            inputs["pixel_values"] = batch["pixel_values"]
+        out = self.lmm(**inputs)
+        loss = out.loss
+        if extra:
+            loss = loss + self.concept_weight * extra["concept_loss"]
+        with torch.no_grad():
+            target = batch["labels"][:, 1:]
+            valid = target != IGNORE_INDEX
+            hit = (out.logits[:, :-1].argmax(-1) == target) & valid
+            acc = hit.sum() / valid.sum().clamp_min(1)
+        return {"loss": loss, "lm_loss": out.loss.detach(), "token_acc": acc, **extra}
