@@ -3,6 +3,8 @@ image-level concept loss on the visual tokens (see :mod:`flmm.shapes.concepts`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -24,16 +26,16 @@ class CausalLMObjective(nn.Module):
         concept_weight: weight of the concept loss (0 disables it and the probe).
     """
 
-    def __init__(self, lmm: nn.Module, concept_weight: float = 0.0) -> None:
+    def __init__(self, lmm: Any, concept_weight: float = 0.0) -> None:
         super().__init__()
         self.lmm = lmm
         self.concept_weight = concept_weight
-        hidden = lmm.config.text_config.hidden_size
+        hidden = int(lmm.config.text_config.hidden_size)
         self.concept_probe = nn.Linear(hidden, len(CONCEPTS)) if concept_weight > 0 else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         extra: dict[str, torch.Tensor] = {}
-        inputs = dict(
+        inputs: dict[str, Any] = dict(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
         )
         if self.concept_probe is not None:
