@@ -29,6 +29,7 @@ from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
 from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
+from flmm.shapes.stage_args import add_loop_args, loop_config  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -137,18 +138,10 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
 
 def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world LMM (captions + QA only).")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=float, default=0.03, help="warm-up fraction of the steps")
-    p.add_argument(
-        "--minutes", type=float, default=0.0, help="wall-clock budget: checkpoint and stop when hit"
-    )
+    add_loop_args(p, steps=1200, batch_size=16, precision="bf16", eval_every=600)
     p.add_argument("--train-scenes", type=int, default=60_000)
     p.add_argument("--eval-scenes", type=int, default=120)
     p.add_argument("--probe-scenes", type=int, default=16)
-    p.add_argument("--eval-every", type=int, default=600)
     p.add_argument("--p-caption", type=float, default=0.25, help="fraction of caption-only conversations")
     p.add_argument("--p-packed", type=float, default=0.5, help="fraction of QA-then-caption conversations")
     p.add_argument("--max-questions", type=int, default=8)
@@ -161,12 +154,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p.add_argument("--text-heads", type=int, default=6)
     p.add_argument("--text-intermediate", type=int, default=512)
     p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--precision", default="bf16", choices=("no", "bf16"))
     p.add_argument("--export-dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--concept-weight", type=float, default=1.0, help="caption-concept loss on visual tokens")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     a = p.parse_args(argv)
     model = ShapesLMMConfig(
         patch_size=a.patch_size,
@@ -178,19 +167,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         text_heads=a.text_heads,
         text_intermediate=a.text_intermediate,
     )
-    train = TrainConfig(
-        output_dir=a.out,
-        seed=a.seed,
-        max_steps=a.steps,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        warmup_ratio=a.warmup,
-        mixed_precision=a.precision,
-        save_every_steps=250,
-        eval_every_steps=a.eval_every,
-        log_every_steps=25,
-        max_minutes=a.minutes,
-    )
+    train = loop_config(a)
     data = ChatDataConfig(
         p_caption=a.p_caption, p_packed=a.p_packed, max_questions=a.max_questions, p_simple=a.p_simple
     )

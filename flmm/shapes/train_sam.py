@@ -38,6 +38,7 @@ from flmm.shapes.sam_data import (  # noqa: E402
     ShapesSegDataset,
 )
 from flmm.shapes.sam_eval import evaluate_sam, mask_iou, upsample_logits  # noqa: E402
+from flmm.shapes.stage_args import add_loop_args, loop_config  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -208,19 +209,13 @@ def train_sam(cfg: SamStageConfig, resume: bool = False, export: str | None = No
 
 def parse_args(argv: list[str] | None = None) -> tuple[SamStageConfig, bool, str | None]:
     p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world SAM (box/point/mask prompts).")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--export", default=None, help="also write the Hugging Face folder here")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=8, help="scenes per step (each with all its targets)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=float, default=0.03, help="warm-up fraction of the steps")
-    p.add_argument(
-        "--minutes", type=float, default=0.0, help="wall-clock budget: checkpoint and stop when hit"
+    add_loop_args(
+        p, steps=1500, batch_size=8, precision="no", batch_help="scenes per step (each with all its targets)"
     )
+    p.add_argument("--export", default=None, help="also write the Hugging Face folder here")
     p.add_argument("--train-scenes", type=int, default=50_000)
     p.add_argument("--eval-scenes", type=int, default=200)
     p.add_argument("--val-scenes", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--iou-weight", type=float, default=1.0)
     p.add_argument("--p-box", type=float, default=0.4)
     p.add_argument("--p-point", type=float, default=0.35)
@@ -232,11 +227,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SamStageConfig, bool, str
     p.add_argument("--decoder-mlp", type=int, default=512)
     p.add_argument("--patch-size", type=int, default=8)
     p.add_argument("--pos-scale", type=float, default=1.0, help="std of SAM's Fourier positional features")
-    p.add_argument("--precision", default="no", choices=("no", "bf16"))
     p.add_argument("--export-dtype", default="float32", choices=("float32", "float16"))
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     a = p.parse_args(argv)
     model = ShapesSamConfig(
         patch_size=a.patch_size,
@@ -248,19 +239,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SamStageConfig, bool, str
         pos_scale=a.pos_scale,
     )
     data = SamDataConfig(p_box=a.p_box, p_point=a.p_point, p_box_mask=a.p_box_mask)
-    train = TrainConfig(
-        output_dir=a.out,
-        seed=a.seed,
-        max_steps=a.steps,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        warmup_ratio=a.warmup,
-        mixed_precision=a.precision,
-        save_every_steps=250,
-        eval_every_steps=a.eval_every,
-        log_every_steps=25,
-        max_minutes=a.minutes,
-    )
+    train = loop_config(a)
     cfg = SamStageConfig(
         model=model,
         data=data,
