@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from transformers.processing_utils import ProcessorMixin
 
@@ -54,3 +55,14 @@ def smolvlm_without_num2words() -> Iterator[None]:
     finally:
         if missing:
             processing_smolvlm.num2words = None
+
+
+def build_processor(
+    processor_cls: type[ProcessorMixin], image_processor: Any, tok: Any, **kwargs: Any
+) -> Any:
+    """``processor_cls`` built from ``image_processor`` and ``tok`` with the tokenizer's chat template,
+    inside :func:`without_torchvision_video_check` (a no-op for processors without a video processor)."""
+    with without_torchvision_video_check():
+        return processor_cls(
+            image_processor=image_processor, tokenizer=tok, chat_template=tok.chat_template, **kwargs
+        )

@@ -21,9 +21,9 @@ import torch.nn as nn
 from PIL import Image
 
 from flmm.errors import ConfigError
-from flmm.geometry import GridGeometry, image_box
 from flmm.lmm.adapter import LMMAdapter, VisualGrid
 from flmm.lmm.registry import register_family
+from flmm.lmm.tiles import tiled_grids
 
 MAX_IMAGE_SIZE = 4096  # the image processor's absolute cap on either side
 
@@ -75,12 +75,6 @@ def tile_layout(image_processor: Any, image_hw: tuple[int, int]) -> tuple[int, i
     return 0, 0
 
 
-def stitch_tiles(positions: torch.Tensor, rows: int, cols: int, n: int) -> torch.Tensor:
-    """Reorder ``(rows*cols*n*n,)`` token positions, tile after tile (each ``n x n`` row-major), into
-    the row-major order of the stitched ``(rows*n, cols*n)`` grid."""
-    return positions.reshape(rows, cols, n, n).permute(0, 2, 1, 3).reshape(-1)
-
-
 class _Idefics3LikeAdapter(LMMAdapter):
     num_grids = 2
 
@@ -108,23 +102,7 @@ class _Idefics3LikeAdapter(LMMAdapter):
         n = int(vcfg.image_size) // int(vcfg.patch_size) // int(cfg.scale_factor)
         rows, cols = tile_layout(self.processor.image_processor, image_hw)
         pos = self.image_token_positions(inputs["input_ids"][index], int(cfg.image_token_id))
-        expected = (rows * cols + 1) * n * n
-        if len(pos) != expected:
-            raise ConfigError(
-                f"expected {expected} image tokens ({rows}x{cols} tiles + global, {n}x{n} each), "
-                f"found {len(pos)}; "
-                "is the processor the one that belongs to this model?"
-            )
-        box = image_box(image_hw)
-        global_grid = VisualGrid(GridGeometry((n, n), box, image_hw, "global"), pos[rows * cols * n * n :])
-        if self.num_grids == 1:
-            return [global_grid]
-        if rows == 0:
-            tiles = VisualGrid(GridGeometry((n, n), box, image_hw, "tiles"), global_grid.positions)
-        else:
-            stitched = stitch_tiles(pos[: rows * cols * n * n], rows, cols, n)
-            tiles = VisualGrid(GridGeometry((rows * n, cols * n), box, image_hw, "tiles"), stitched)
-        return [tiles, global_grid]
+        return tiled_grids(pos, rows, cols, n, image_hw, with_tiles=self.num_grids == 2)
 
 
 @register_family

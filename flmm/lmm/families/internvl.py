@@ -17,11 +17,9 @@ from typing import Any
 
 import torch
 
-from flmm.errors import ConfigError
-from flmm.geometry import GridGeometry, image_box
 from flmm.lmm.adapter import LMMAdapter, VisualGrid
-from flmm.lmm.families.idefics3 import stitch_tiles
 from flmm.lmm.registry import register_family
+from flmm.lmm.tiles import tiled_grids
 
 
 def _hw(v: Any) -> tuple[int, int]:
@@ -78,20 +76,6 @@ class InternVLAdapter(LMMAdapter):
         n = int(_hw(vcfg.image_size)[0] // _hw(vcfg.patch_size)[0] * float(cfg.downsample_ratio))
         rows, cols = tile_layout(self.processor, image_hw)
         pos = self.image_token_positions(inputs["input_ids"][index], int(cfg.image_token_id))
-        expected = (rows * cols + 1) * n * n
-        if len(pos) != expected:
-            raise ConfigError(
-                f"expected {expected} image tokens ({rows}x{cols} tiles + thumbnail, {n}x{n} each), "
-                f"found {len(pos)}; "
-                "is the processor the one that belongs to this model?"
-            )
-        box = image_box(image_hw)
-        global_grid = VisualGrid(GridGeometry((n, n), box, image_hw, "global"), pos[rows * cols * n * n :])
-        if self.num_grids == 1:
-            return [global_grid]
-        if rows == 0:
-            tiles = VisualGrid(GridGeometry((n, n), box, image_hw, "tiles"), global_grid.positions)
-        else:
-            stitched = stitch_tiles(pos[: rows * cols * n * n], rows, cols, n)
-            tiles = VisualGrid(GridGeometry((rows * n, cols * n), box, image_hw, "tiles"), stitched)
-        return [tiles, global_grid]
+        return tiled_grids(
+            pos, rows, cols, n, image_hw, with_tiles=self.num_grids == 2, whole_view="thumbnail"
+        )
