@@ -84,13 +84,20 @@ class GroundingDataset(Dataset):
 
     def __iter__(self) -> Iterator[GroundingSample]:
         for i in range(len(self)):
-            try:
-                sample = self._load(i)
-            except SkipSample as s:
-                self._skip(s.reason, s.detail)
-                continue
-            yield sample
+            sample = self.get_or_skip(i)
+            if sample is not None:
+                yield sample
         self.log_skips()
+
+    def get_or_skip(self, index: int) -> GroundingSample | None:
+        """Sample ``index`` (``0 <= index < len``), or None when it is unusable; the reason is counted in
+        :attr:`skipped`. Unlike ``self[index]`` it never substitutes another sample, so that shards of an
+        evaluation each see exactly their own indices."""
+        try:
+            return self._load(index)
+        except SkipSample as s:
+            self._skip(s.reason, s.detail)
+            return None
 
     def log_skips(self) -> None:
         """Log one warning line with the skip counts so far (nothing when nothing was skipped)."""

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from flmm.data.base import GroundingDataset, SkipSample
+from flmm.data.base import GroundingDataset
 from flmm.data.types import GroundingSample
 from flmm.errors import DataError, InputError
 from flmm.evaluation.grounder import Grounder
@@ -119,11 +119,7 @@ def load_sample(dataset: DatasetLike, index: int) -> GroundingSample | None:
     evaluate the same sample; here a bad sample is skipped in place instead.
     """
     if isinstance(dataset, GroundingDataset):
-        try:
-            return dataset._load(index)
-        except SkipSample as s:
-            dataset._skip(s.reason, s.detail)
-            return None
+        return dataset.get_or_skip(index)
     return dataset[index]
 
 
