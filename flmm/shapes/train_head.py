@@ -78,8 +78,10 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         ),
         sam_model=sam,
     )
+    # the names as given (e.g. flmm:shapes/lmm), portable, not this machine's resolved paths
+    head.config.lmm.name = cfg.lmm
     if head.config.sam is not None:
-        head.config.sam.name = cfg.sam  # portable (flmm:shapes/sam), not this machine's path
+        head.config.sam.name = cfg.sam
     datasets = {
         "ref": ShapesRefNarratives("train", cfg.ref_scenes, question=SHAPES_QUESTION),
         "narrative": ShapesNarratives("train", cfg.narrative_scenes, question=SHAPES_QUESTION),
