@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,23 +69,47 @@ def train_epoch(head: FLMMHead, batches, make_queries) -> float:
     return time.perf_counter() - t0
 
 
-def llava_7b_bytes(tmp: Path, objects: int = 3, tokens_per_object: int = 4, answer_tokens: int = 30) -> dict:
-    """Bytes of one cache record at LLaVA-1.5-7B + SAM ViT-L dimensions (random values)."""
-    m, n, d, hw = 32, 32, 4096, (480, 640)
-    geom = GridGeometry((24, 24), (0.0, -80.0, 640.0, 560.0), hw)
+@dataclass(frozen=True)
+class Llava7BDims:
+    """LLaVA-1.5-7B + SAM ViT-L sizes used by the cache benchmarks."""
+
+    layers: int = 32
+    heads: int = 32
+    hidden: int = 4096
+    grid: int = 24
+    image_hw: tuple[int, int] = (480, 640)
+    sam_channels: int = 256
+    sam_side: int = 64
+
+
+LLAVA_7B = Llava7BDims()
+
+
+def llava_7b_record(objects: int = 3, tokens_per_object: int = 4, answer_tokens: int = 30) -> CachedSample:
+    """One cache record with LLaVA-1.5-7B + SAM ViT-L dimensions and random values: per object maps
+    ``(1, 32, 32, 24, 24)`` and states ``(T_obj, 32, 4096)``, a 480x640 image (its 336-px square crop as the
+    grid's box, xyxy pixels), answer states ``(30, 4096)`` and a ``(1, 256, 64, 64)`` SAM embedding."""
+    m, n, d, g, hw = LLAVA_7B.layers, LLAVA_7B.heads, LLAVA_7B.hidden, LLAVA_7B.grid, LLAVA_7B.image_hw
+    geom = GridGeometry((g, g), (0.0, -80.0, 640.0, 560.0), hw)
     objs = [
-        ObjectFeatures([torch.rand(1, m, n, 24, 24)], torch.randn(tokens_per_object, m, d))
+        ObjectFeatures([torch.rand(1, m, n, g, g)], torch.randn(tokens_per_object, m, d))
         for _ in range(objects)
     ]
-    sample = CachedSample(
+    emb = torch.randn(1, LLAVA_7B.sam_channels, LLAVA_7B.sam_side, LLAVA_7B.sam_side)
+    return CachedSample(
         "s",
         [geom],
         objs,
         torch.rand(objects, *hw) > 0.5,
         torch.randn(answer_tokens, d),
         torch.zeros(answer_tokens),
-        torch.randn(1, 256, 64, 64),
+        emb,
     )
+
+
+def llava_7b_bytes(tmp: Path, objects: int = 3) -> dict:
+    """Bytes of one cache record at LLaVA-1.5-7B + SAM ViT-L dimensions (random values)."""
+    sample = llava_7b_record(objects)
     sizes = {}
     for name, emb in (("with_sam_embedding", True), ("without_sam_embedding", False)):
         root = tmp / name
@@ -92,12 +117,12 @@ def llava_7b_bytes(tmp: Path, objects: int = 3, tokens_per_object: int = 4, answ
         w.add(sample if emb else CachedSample(**{**sample.__dict__, "image_embedding": None}))
         w.close()
         sizes[name] = sum(p.stat().st_size for p in root.glob("shard-*"))
-    per_object_maps = m * n * 24 * 24 * 2
+    g = LLAVA_7B.grid
     return {
         "objects": objects,
-        "tokens_per_object": tokens_per_object,
-        "answer_tokens": answer_tokens,
-        "maps_bytes_per_object": per_object_maps,
+        "tokens_per_object": int(sample.objects[0].hidden_states.shape[0]),
+        "answer_tokens": int(sample.keyword_hidden.shape[0]),
+        "maps_bytes_per_object": LLAVA_7B.layers * LLAVA_7B.heads * g * g * 2,
         **{f"bytes_{k}": v for k, v in sizes.items()},
     }
 
