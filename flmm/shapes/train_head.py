@@ -28,6 +28,7 @@ import torch
 from flmm.assets_path import resolve
 from flmm.data.shapes import ShapesNarratives, ShapesRefNarratives
 from flmm.features import build_cache
+from flmm.head.calibrate import calibrate_keyword_threshold
 from flmm.head.config import HeadConfig
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
@@ -52,6 +53,7 @@ class HeadStageConfig:
     decoder_width: int = 16
     canvas_size: int = 32
     epochs: int = 3
+    calibration_scenes: int = 60
     batch_size: int = 8
     lr: float = 1e-3
     seed: int = 0
@@ -114,6 +116,11 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         max_minutes=cfg.minutes,
     )
     result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume)
+    # the keyword cut-off is chosen on validation narratives (never test) and stored with the head
+    val = ShapesNarratives("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
+    threshold, sweep = calibrate_keyword_threshold(lmm, head.eval(), [val[i] for i in range(len(val))])
+    head.config.keyword_threshold = threshold
+    head.config.save(out / "run" / "head" / "config.json")
     summary = {
         "samples": {n: len(d) for n, d in datasets.items()},
         "cache": counts,
@@ -122,6 +129,8 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         "steps": result.state.global_step,
         "last_train": result.last_train,
         "head_parameters": sum(p.numel() for p in head.trainable_parameters()),
+        "keyword_threshold": threshold,
+        "keyword_sweep": sweep,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.export:
@@ -148,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         help="decoder canvas (16x16 token grids: 32 is 2x up)",
     )
     p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument(
+        "--calibration-scenes",
+        type=int,
+        default=d.calibration_scenes,
+        help="val narratives for the keyword cut-off",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -169,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         decoder_width=a.decoder_width,
         canvas_size=a.canvas_size,
         epochs=a.epochs,
+        calibration_scenes=a.calibration_scenes,
         batch_size=a.batch_size,
         lr=a.lr,
         seed=a.seed,

@@ -1,0 +1,39 @@
+"""Keyword-threshold calibration on held-out narratives (shipped shapes-world LMM and head)."""
+
+import pytest
+
+from flmm.assets_path import resolve
+from flmm.data.shapes import ShapesNarratives
+from flmm.errors import InputError
+from flmm.head.calibrate import calibrate_keyword_threshold
+from flmm.head.model import FLMMHead
+from flmm.lmm.frozen import FrozenLMM
+from flmm.shapes.train_head import SHAPES_QUESTION
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return FrozenLMM.from_pretrained(resolve("flmm:shapes/lmm")), FLMMHead.from_pretrained(
+        resolve("flmm:shapes/head")
+    )
+
+
+def test_calibration_picks_the_best_exact_span_f1(shipped):
+    lmm, head = shipped
+    val = ShapesNarratives("val", 4, question=SHAPES_QUESTION)
+    before = head.config.keyword_threshold
+    best, table = calibrate_keyword_threshold(lmm, head, [val[i] for i in range(len(val))], (0.2, 0.5, 0.85))
+    assert [row["threshold"] for row in table] == [0.2, 0.5, 0.85]
+    chosen = next(row for row in table if row["threshold"] == best)
+    assert all(chosen["span_exact_f1"] >= row["span_exact_f1"] for row in table)
+    assert all(row["gold_spans"] == table[0]["gold_spans"] > 0 for row in table)
+    assert head.config.keyword_threshold == before  # the caller decides whether to store it
+
+
+def test_calibration_rejects_empty_input(shipped):
+    lmm, head = shipped
+    with pytest.raises(InputError, match="at least one"):
+        calibrate_keyword_threshold(lmm, head, [])
+    val = ShapesNarratives("val", 1, question=SHAPES_QUESTION)
+    with pytest.raises(InputError, match="thresholds"):
+        calibrate_keyword_threshold(lmm, head, [val[0]], (0.0, 1.5))
