@@ -37,3 +37,26 @@ def test_calibration_rejects_empty_input(shipped):
     val = ShapesNarratives("val", 1, question=SHAPES_QUESTION)
     with pytest.raises(InputError, match="thresholds"):
         calibrate_keyword_threshold(lmm, head, [val[0]], (0.0, 1.5))
+
+
+def test_head_stage_stores_the_calibrated_threshold(tmp_path):
+    import json
+
+    from flmm.shapes.train_head import HeadStageConfig, train_head_stage
+
+    cfg = HeadStageConfig(
+        out=str(tmp_path / "stage"),
+        ref_scenes=2,
+        narrative_scenes=2,
+        epochs=1,
+        calibration_scenes=2,
+        batch_size=2,
+    )
+    summary = train_head_stage(cfg)
+    saved = json.loads((tmp_path / "stage" / "run" / "head" / "config.json").read_text())
+    assert saved["keyword_threshold"] == summary["keyword_threshold"]
+    assert len(summary["keyword_sweep"]) > 1
+    best = max(row["span_exact_f1"] for row in summary["keyword_sweep"])
+    chosen = next(r for r in summary["keyword_sweep"] if r["threshold"] == summary["keyword_threshold"])
+    assert chosen["span_exact_f1"] == best
+    assert saved["lmm"]["name"] == "flmm:shapes/lmm"  # portable names, not resolved paths

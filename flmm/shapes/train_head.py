@@ -116,11 +116,14 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         max_minutes=cfg.minutes,
     )
     result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume)
-    # the keyword cut-off is chosen on validation narratives (never test) and stored with the head
-    val = ShapesNarratives("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
-    threshold, sweep = calibrate_keyword_threshold(lmm, head.eval(), [val[i] for i in range(len(val))])
-    head.config.keyword_threshold = threshold
-    head.config.save(out / "run" / "head" / "config.json")
+    threshold, sweep = head.config.keyword_threshold, list[dict]()
+    final_config = out / "run" / "head" / "config.json"
+    if not result.interrupted and final_config.is_file():
+        # the keyword cut-off is chosen on validation narratives (never test) and stored with the head
+        val = ShapesNarratives("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
+        threshold, sweep = calibrate_keyword_threshold(lmm, head.eval(), [val[i] for i in range(len(val))])
+        head.config.keyword_threshold = threshold
+        head.config.save(final_config)
     summary = {
         "samples": {n: len(d) for n, d in datasets.items()},
         "cache": counts,
