@@ -57,6 +57,19 @@ def test_recipe_caches_and_trains(tmp_path):
     assert head.config.lmm.num_layers == 2
 
 
+def test_recipe_calibrates_the_keyword_threshold_on_held_out_data(tmp_path):
+    path = _write_recipe(tmp_path, max_steps=2)
+    cfg = json.loads(path.read_text())
+    cfg["calibration"] = {"type": "shapes-narrative", "split": "val", "n": 3, "max_samples": 2}
+    cfg["head"]["keyword_threshold"] = 0.33  # off the calibration grid: any grid value was chosen by it
+    path.write_text(json.dumps(cfg))
+    run_recipe(RecipeConfig.load(path))
+    saved = json.loads((tmp_path / "run" / "head" / "config.json").read_text())
+    from flmm.head.calibrate import DEFAULT_THRESHOLDS
+
+    assert saved["keyword_threshold"] in DEFAULT_THRESHOLDS
+
+
 def test_recipe_rejects_bad_configs(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"lmm": {"name": "x"}, "data": [], "cache_dir": "c", "typo": 1}))
@@ -98,3 +111,11 @@ def test_recipe_two_processes(tmp_path):
     assert any(s.startswith("shard-r0") for s in shards) and any(s.startswith("shard-r1") for s in shards)
     assert (tmp_path / "run" / "head" / "model.safetensors").exists()
     assert "world_size=2" in out.stdout
+
+
+@pytest.mark.parametrize("name", ["llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b"])
+def test_shipped_recipes_load_and_calibrate_on_validation_data(name):
+    cfg = RecipeConfig.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.json")
+    assert cfg.sam is not None and cfg.train_config().mixed_precision == "bf16"
+    assert cfg.calibration is not None and cfg.calibration["split"] == "val"
+    assert all(d.get("split") == "train" for d in cfg.data)

@@ -21,6 +21,9 @@ class RecipeConfig:
     cache_dir: where the frozen-LMM feature cache goes (one sub-folder per dataset).
     cache_batch_size: samples per LMM forward while caching.
     train: :class:`flmm.train.TrainConfig` fields.
+    calibration: optional held-out dataset entry (same form as ``data``, plus ``"max_samples"``, default
+        200) on which the keyword selector's threshold is chosen after training
+        (:func:`flmm.head.calibrate.calibrate_keyword_threshold`); use a validation split, never test.
     """
 
     lmm: dict[str, Any]
@@ -30,6 +33,7 @@ class RecipeConfig:
     head: dict[str, Any] = field(default_factory=dict)
     cache_batch_size: int = 8
     train: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RecipeConfig:

@@ -73,11 +73,32 @@ def run_recipe(cfg: RecipeConfig, resume: bool = False) -> TrainResult:
         log.info("cache %s: %s", root, dict(counts))
         roots.append(root)
         state.wait_for_everyone()
-    del lmm
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return train_head(head, roots, cfg.train_config(), resume=resume)
+    if cfg.calibration is None:
+        del lmm  # free the device for training; calibration needs the LMM again afterwards
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    result = train_head(head, roots, cfg.train_config(), resume=resume)
+    if cfg.calibration is not None and not result.interrupted and state.is_main_process:
+        calibrate(cfg.calibration, lmm, head, Path(cfg.train_config().output_dir) / "head")
+    state.wait_for_everyone()
+    return result
+
+
+def calibrate(spec: dict, lmm, head, head_dir: Path) -> float:
+    """Choose the keyword threshold on the held-out dataset ``spec`` and store it in ``head_dir``'s
+    config (see :mod:`flmm.head.calibrate`); returns the threshold."""
+    from flmm.head.calibrate import calibrate_keyword_threshold
+
+    spec = dict(spec)
+    limit = int(spec.pop("max_samples", 200))
+    data = build_dataset(spec, question=head.config.question)
+    samples = [s for s in (data.get_or_skip(i) for i in range(min(limit, len(data)))) if s is not None]
+    threshold, table = calibrate_keyword_threshold(lmm, head.eval(), samples)
+    head.config.keyword_threshold = threshold
+    head.config.save(head_dir / "config.json")
+    log.info("keyword threshold %.2f chosen on %d held-out samples: %s", threshold, len(samples), table)
+    return threshold
 
 
 def main(argv: list[str] | None = None) -> int:
