@@ -17,26 +17,23 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from flmm.errors import ConfigError  # noqa: E402
 from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
 from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
-from flmm.shapes.stage_args import add_loop_args, loop_config  # noqa: E402
+from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
 
 @dataclass
 class LMMStageConfig:
-    """Stage-1 settings (saved as ``stage_config.json`` in the run folder).
+    """Stage-1 settings (saved as ``stage_config.json`` in the run folder); the defaults are the shipped run.
 
     Attributes:
         model: sizes of the tiny LMM.
@@ -52,26 +49,28 @@ class LMMStageConfig:
     """
 
     model: ShapesLMMConfig = field(default_factory=ShapesLMMConfig)
-    data: ChatDataConfig = field(default_factory=ChatDataConfig)
+    data: ChatDataConfig = field(
+        default_factory=lambda: ChatDataConfig(p_caption=0.25, p_packed=0.5, p_simple=0.25)
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             output_dir="runs/shapes_lmm",
-            max_steps=3000,
+            max_steps=1200,
             batch_size=16,
             lr=1e-3,
-            mixed_precision="no",
+            mixed_precision="bf16",
             save_every_steps=250,
-            eval_every_steps=0,
+            eval_every_steps=600,
             log_every_steps=25,
         )
     )
     train_scenes: int = 60_000
-    eval_scenes: int = 100
-    probe_scenes: int = 40
+    eval_scenes: int = 120
+    probe_scenes: int = 16
     init_seed: int = 0
     export_dtype: str = "float16"
     threads: int = 0
-    concept_weight: float = 0.0
+    concept_weight: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,14 +95,8 @@ def evaluate(
 
 def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     """Train, export ``<out>/hf`` and return the final evaluation (also written to ``<out>/eval.json``)."""
-    if cfg.export_dtype not in ("float16", "float32"):
-        raise ConfigError(f"export_dtype must be float16 or float32, got {cfg.export_dtype!r}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out = cfg.train.output_dir
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "stage_config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2)
+    start_run(cfg.to_dict(), out, cfg.export_dtype, cfg.threads)
     lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
     dataset = ShapesChatDataset(split_seeds("train", cfg.train_scenes), processor, cfg.data)
     objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight)
@@ -114,11 +107,8 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     eval_fn = periodic_eval if cfg.train.eval_every_steps else None
     collate = ChatCollator(processor.tokenizer.pad_token_id)
     trainer = Trainer(objective, dataset, collate, cfg.train, eval_fn=eval_fn)
-    start = time.time()
-    result = trainer.train(resume=resume)
-    train_minutes = (time.time() - start) / 60
+    result, train_minutes = train_timed("train_lmm", trainer, resume)
     if result.interrupted:
-        print(f"[train_lmm] interrupted at step {result.state.global_step}; resume with --resume")
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
     folder = os.path.join(out, "hf")
     save_lmm(lmm, processor, folder, dtype=getattr(torch, cfg.export_dtype))
@@ -128,36 +118,46 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
         train_seconds_total=result.state.elapsed_seconds,
         steps=float(result.state.global_step),
         params_millions=sum(p.numel() for p in lmm.parameters()) / 1e6,
-        size_mb=sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6,
+        size_mb=folder_size_mb(folder),
     )
-    with open(os.path.join(out, "eval.json"), "w") as f:
-        json.dump(final, f, indent=2)
-    print(json.dumps(final, indent=2))
-    return final
+    return finish_run(out, final)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world LMM (captions + QA only).")
-    add_loop_args(p, steps=1200, batch_size=16, precision="bf16", eval_every=600)
-    p.add_argument("--train-scenes", type=int, default=60_000)
-    p.add_argument("--eval-scenes", type=int, default=120)
-    p.add_argument("--probe-scenes", type=int, default=16)
-    p.add_argument("--p-caption", type=float, default=0.25, help="fraction of caption-only conversations")
-    p.add_argument("--p-packed", type=float, default=0.5, help="fraction of QA-then-caption conversations")
-    p.add_argument("--max-questions", type=int, default=8)
-    p.add_argument("--p-simple", type=float, default=0.25, help="fraction of scenes cut to 1-2 things")
-    p.add_argument("--vision-heads", type=int, default=4)
-    p.add_argument("--vision-hidden", type=int, default=128)
-    p.add_argument("--vision-layers", type=int, default=4)
-    p.add_argument("--text-hidden", type=int, default=192)
-    p.add_argument("--text-layers", type=int, default=4)
-    p.add_argument("--text-heads", type=int, default=6)
-    p.add_argument("--text-intermediate", type=int, default=512)
-    p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--export-dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--concept-weight", type=float, default=1.0, help="caption-concept loss on visual tokens")
+    d = LMMStageConfig()
+    add_loop_args(p, d.train)
+    p.add_argument("--train-scenes", type=int, default=d.train_scenes)
+    p.add_argument("--eval-scenes", type=int, default=d.eval_scenes)
+    p.add_argument("--probe-scenes", type=int, default=d.probe_scenes)
+    p.add_argument(
+        "--p-caption", type=float, default=d.data.p_caption, help="fraction of caption-only conversations"
+    )
+    p.add_argument(
+        "--p-packed", type=float, default=d.data.p_packed, help="fraction of QA-then-caption conversations"
+    )
+    p.add_argument("--max-questions", type=int, default=d.data.max_questions)
+    p.add_argument(
+        "--p-simple", type=float, default=d.data.p_simple, help="fraction of scenes cut to 1-2 things"
+    )
+    for name in (
+        "vision_heads",
+        "vision_hidden",
+        "vision_layers",
+        "text_hidden",
+        "text_layers",
+        "text_heads",
+    ):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d.model, name))
+    p.add_argument("--text-intermediate", type=int, default=d.model.text_intermediate)
+    p.add_argument("--patch-size", type=int, default=d.model.patch_size)
+    p.add_argument("--export-dtype", default=d.export_dtype, choices=("float16", "float32"))
+    p.add_argument(
+        "--concept-weight", type=float, default=d.concept_weight, help="caption-concept loss on visual tokens"
+    )
     a = p.parse_args(argv)
-    model = ShapesLMMConfig(
+    model = replace(
+        d.model,
         patch_size=a.patch_size,
         vision_hidden=a.vision_hidden,
         vision_layers=a.vision_layers,
@@ -167,14 +167,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         text_heads=a.text_heads,
         text_intermediate=a.text_intermediate,
     )
-    train = loop_config(a)
-    data = ChatDataConfig(
-        p_caption=a.p_caption, p_packed=a.p_packed, max_questions=a.max_questions, p_simple=a.p_simple
+    data = replace(
+        d.data, p_caption=a.p_caption, p_packed=a.p_packed, max_questions=a.max_questions, p_simple=a.p_simple
     )
     cfg = LMMStageConfig(
         model=model,
         data=data,
-        train=train,
+        train=loop_config(a, d.train),
         train_scenes=a.train_scenes,
         eval_scenes=a.eval_scenes,
         probe_scenes=a.probe_scenes,

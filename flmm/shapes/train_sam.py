@@ -18,16 +18,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from flmm.errors import ConfigError  # noqa: E402
 from flmm.shapes.sam import ShapesSamConfig, build_sam, decode, save_sam  # noqa: E402
 from flmm.shapes.sam_data import (  # noqa: E402
     BOX_MASK,
@@ -38,7 +36,7 @@ from flmm.shapes.sam_data import (  # noqa: E402
     ShapesSegDataset,
 )
 from flmm.shapes.sam_eval import evaluate_sam, mask_iou, upsample_logits  # noqa: E402
-from flmm.shapes.stage_args import add_loop_args, loop_config  # noqa: E402
+from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -151,22 +149,11 @@ class SamStageConfig:
         return asdict(self)
 
 
-def folder_size_mb(folder: str) -> float:
-    """Total size of the files directly in ``folder``, in MB (10^6 bytes)."""
-    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6
-
-
 def train_sam(cfg: SamStageConfig, resume: bool = False, export: str | None = None) -> dict[str, float]:
     """Train, write ``<out>/hf`` (and ``export`` if given) and return the final evaluation (also written to
     ``<out>/eval.json``)."""
-    if cfg.export_dtype not in ("float16", "float32"):
-        raise ConfigError(f"export_dtype must be float16 or float32, got {cfg.export_dtype!r}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out = cfg.train.output_dir
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "stage_config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2)
+    start_run(cfg.to_dict(), out, cfg.export_dtype, cfg.threads)
     sam, processor = build_sam(cfg.model, seed=cfg.init_seed)
     dataset = ShapesSegDataset(split_seeds("train", cfg.train_scenes))
     collate = PromptCollator(cfg.data, cfg.model.image_size, cfg.model.mask_size)
@@ -178,12 +165,9 @@ def train_sam(cfg: SamStageConfig, resume: bool = False, export: str | None = No
     eval_fn = periodic_eval if cfg.train.eval_every_steps else None
     trainer = Trainer(objective, dataset, collate, cfg.train, eval_fn=eval_fn)
     load_before = os.getloadavg()
-    start = time.time()
-    result = trainer.train(resume=resume)
-    train_minutes = (time.time() - start) / 60
+    result, train_minutes = train_timed("train_sam", trainer, resume)
     load_after = os.getloadavg()
     if result.interrupted:
-        print(f"[train_sam] interrupted at step {result.state.global_step}; resume with --resume")
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
     folder = save_sam(sam, processor, os.path.join(out, "hf"), dtype=getattr(torch, cfg.export_dtype))
     if export:
@@ -201,35 +185,36 @@ def train_sam(cfg: SamStageConfig, resume: bool = False, export: str | None = No
         load_1min_before=round(load_before[0], 2),
         load_15min_after=round(load_after[2], 2),
     )
-    with open(os.path.join(out, "eval.json"), "w") as f:
-        json.dump(final, f, indent=2)
-    print(json.dumps(final, indent=2))
-    return final
+    return finish_run(out, final)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SamStageConfig, bool, str | None]:
     p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world SAM (box/point/mask prompts).")
-    add_loop_args(
-        p, steps=1500, batch_size=8, precision="no", batch_help="scenes per step (each with all its targets)"
-    )
+    d = SamStageConfig()
+    add_loop_args(p, d.train, batch_help="scenes per step (each with all its targets)")
     p.add_argument("--export", default=None, help="also write the Hugging Face folder here")
-    p.add_argument("--train-scenes", type=int, default=50_000)
-    p.add_argument("--eval-scenes", type=int, default=200)
-    p.add_argument("--val-scenes", type=int, default=32)
-    p.add_argument("--iou-weight", type=float, default=1.0)
-    p.add_argument("--p-box", type=float, default=0.4)
-    p.add_argument("--p-point", type=float, default=0.35)
-    p.add_argument("--p-box-mask", type=float, default=0.25)
-    p.add_argument("--vision-hidden", type=int, default=128)
-    p.add_argument("--vision-layers", type=int, default=4)
-    p.add_argument("--vision-heads", type=int, default=4)
-    p.add_argument("--prompt-hidden", type=int, default=128)
-    p.add_argument("--decoder-mlp", type=int, default=512)
-    p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--pos-scale", type=float, default=1.0, help="std of SAM's Fourier positional features")
-    p.add_argument("--export-dtype", default="float32", choices=("float32", "float16"))
+    p.add_argument("--train-scenes", type=int, default=d.train_scenes)
+    p.add_argument("--eval-scenes", type=int, default=d.eval_scenes)
+    p.add_argument("--val-scenes", type=int, default=d.val_scenes)
+    p.add_argument("--iou-weight", type=float, default=d.iou_weight)
+    for name in ("p_box", "p_point", "p_box_mask"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d.data, name))
+    for name in (
+        "vision_hidden",
+        "vision_layers",
+        "vision_heads",
+        "prompt_hidden",
+        "decoder_mlp",
+        "patch_size",
+    ):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d.model, name))
+    p.add_argument(
+        "--pos-scale", type=float, default=d.model.pos_scale, help="std of SAM's Fourier positional features"
+    )
+    p.add_argument("--export-dtype", default=d.export_dtype, choices=("float32", "float16"))
     a = p.parse_args(argv)
-    model = ShapesSamConfig(
+    model = replace(
+        d.model,
         patch_size=a.patch_size,
         vision_hidden=a.vision_hidden,
         vision_layers=a.vision_layers,
@@ -238,12 +223,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[SamStageConfig, bool, str
         decoder_mlp=a.decoder_mlp,
         pos_scale=a.pos_scale,
     )
-    data = SamDataConfig(p_box=a.p_box, p_point=a.p_point, p_box_mask=a.p_box_mask)
-    train = loop_config(a)
     cfg = SamStageConfig(
         model=model,
-        data=data,
-        train=train,
+        data=replace(d.data, p_box=a.p_box, p_point=a.p_point, p_box_mask=a.p_box_mask),
+        train=loop_config(a, d.train),
         train_scenes=a.train_scenes,
         eval_scenes=a.eval_scenes,
         val_scenes=a.val_scenes,

@@ -1,0 +1,98 @@
+"""Pieces shared by the shapes-world pre-training stages (LMM and SAM): the training-loop flags and the
+:class:`~flmm.train.TrainConfig` they map to, and the run-folder chores around ``Trainer.train``.
+
+A stage's dataclass config holds its shipped settings; its CLI takes every default from there, so the
+command with no flags reproduces the shipped run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from flmm.errors import ConfigError
+from flmm.train import TrainConfig, Trainer, TrainResult
+
+
+def add_loop_args(p: argparse.ArgumentParser, defaults: TrainConfig, batch_help: str | None = None) -> None:
+    """Add ``--out --steps --batch-size --lr --warmup --minutes --eval-every --precision --seed --threads --resume``
+    with ``defaults``' values."""
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=int, default=defaults.max_steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=batch_help)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument(
+        "--warmup", type=float, default=defaults.warmup_ratio, help="warm-up fraction of the steps"
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=defaults.max_minutes,
+        help="wall-clock budget: checkpoint and stop when hit",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=defaults.eval_every_steps,
+        help="held-out check every N steps (0: off)",
+    )
+    p.add_argument("--precision", default=defaults.mixed_precision, choices=("no", "bf16"))
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+
+
+def loop_config(a: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    """``defaults`` with the values of parsed :func:`add_loop_args` flags."""
+    return replace(
+        defaults,
+        output_dir=a.out,
+        seed=a.seed,
+        max_steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        warmup_ratio=a.warmup,
+        mixed_precision=a.precision,
+        eval_every_steps=a.eval_every,
+        max_minutes=a.minutes,
+    )
+
+
+def start_run(stage_config: dict[str, Any], out: str, export_dtype: str, threads: int) -> None:
+    """Check the export dtype, set torch's threads (0: its default), create ``out`` and write the stage's
+    config there as ``stage_config.json``."""
+    if export_dtype not in ("float16", "float32"):
+        raise ConfigError(f"export_dtype must be float16 or float32, got {export_dtype!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "stage_config.json"), "w") as f:
+        json.dump(stage_config, f, indent=2)
+
+
+def train_timed(stage: str, trainer: Trainer, resume: bool) -> tuple[TrainResult, float]:
+    """``trainer.train`` and its wall time in minutes; says how to resume when the run was interrupted."""
+    start = time.time()
+    result = trainer.train(resume=resume)
+    if result.interrupted:
+        print(f"[{stage}] interrupted at step {result.state.global_step}; resume with --resume")
+    return result, (time.time() - start) / 60
+
+
+def folder_size_mb(folder: str) -> float:
+    """Total size of the files directly in ``folder``, in MB (10^6 bytes)."""
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) / 1e6
+
+
+def finish_run(out: str, final: dict[str, float]) -> dict[str, float]:
+    """Write the final evaluation to ``<out>/eval.json``, print it and return it."""
+    with open(os.path.join(out, "eval.json"), "w") as f:
+        json.dump(final, f, indent=2)
+    print(json.dumps(final, indent=2))
+    return final
