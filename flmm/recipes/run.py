@@ -30,6 +30,17 @@ def _dtype(name: str | None) -> torch.dtype | None:
         raise ConfigError(f"dtype must be bfloat16, float16 or float32, got {name!r}") from None
 
 
+def _load_lmm(cfg: RecipeConfig, device):
+    from flmm.lmm.frozen import FrozenLMM
+
+    return FrozenLMM.from_pretrained(
+        resolve(cfg.lmm["name"]),
+        dtype=_dtype(cfg.lmm.get("dtype")),
+        device=device,
+        trust_remote_code=bool(cfg.lmm.get("trust_remote_code", False)),
+    )
+
+
 def run_recipe(cfg: RecipeConfig, resume: bool = False) -> TrainResult:
     """Build (or complete) every dataset's cache, then train the head; returns the trainer's result."""
     from accelerate import PartialState
@@ -38,19 +49,13 @@ def run_recipe(cfg: RecipeConfig, resume: bool = False) -> TrainResult:
     from flmm.features import build_cache
     from flmm.head.config import HeadConfig
     from flmm.head.model import FLMMHead
-    from flmm.lmm.frozen import FrozenLMM
     from flmm.recipes.head import train_head
 
     # as the trainer does: without a GPU, `cpu=True` turns a torchrun-style launch into a gloo run
     has_device = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
     state = PartialState(cpu=not has_device)
     device = state.device
-    lmm = FrozenLMM.from_pretrained(
-        resolve(cfg.lmm["name"]),
-        dtype=_dtype(cfg.lmm.get("dtype")),
-        device=device,
-        trust_remote_code=bool(cfg.lmm.get("trust_remote_code", False)),
-    )
+    lmm = _load_lmm(cfg, device)
     sam = None
     if cfg.sam:
         sam = SamModel.from_pretrained(resolve(cfg.sam["name"])).to(device).eval()
@@ -73,14 +78,13 @@ def run_recipe(cfg: RecipeConfig, resume: bool = False) -> TrainResult:
         log.info("cache %s: %s", root, dict(counts))
         roots.append(root)
         state.wait_for_everyone()
-    if cfg.calibration is None:
-        del lmm  # free the device for training; calibration needs the LMM again afterwards
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    del lmm  # the device is the head's while it trains
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     result = train_head(head, roots, cfg.train_config(), resume=resume)
     if cfg.calibration is not None and not result.interrupted and state.is_main_process:
-        calibrate(cfg.calibration, lmm, head, Path(cfg.train_config().output_dir) / "head")
+        calibrate(cfg.calibration, _load_lmm(cfg, device), head, Path(cfg.train_config().output_dir) / "head")
     state.wait_for_everyone()
     return result
 
