@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -454,3 +455,29 @@ def test_cli_sample_render_show(tmp_path, capsys):
     bad.write_text(json.dumps({**GOOD, "stuff_top": "lava"}))
     assert main(["world", "render", str(bad), "--out", str(tmp_path / "x.png")]) == 1
     assert "lava" in capsys.readouterr().err
+
+
+def test_language_is_the_same_in_every_process():
+    # string hashing is randomised per process: anything iterating a set of words would differ
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, numpy as np\n"
+        "from flmm.world import narrative, qa_pairs, referring_expressions, sample_scene, split_seeds\n"
+        "S = [sample_scene(s) for s in split_seeds('test', 12)]\n"
+        "out = [(qa_pairs(sc, np.random.default_rng(7)), narrative(sc, np.random.default_rng(7)).text,\n"
+        "        [(r.text, r.thing_ids) for r in referring_expressions(sc, np.random.default_rng(7))]) for sc in S]\n"
+        "print(hashlib.md5(repr(out).encode()).hexdigest())\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1, digests

@@ -17,6 +17,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import time  # noqa: E402
 from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 
 import torch  # noqa: E402
@@ -27,6 +28,7 @@ from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
 from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
+from flmm.shapes.vision_warmup import VisionWarmupConfig, warm_up_vision  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -46,6 +48,10 @@ class LMMStageConfig:
         threads: torch intra-op threads (0: torch's default).
         concept_weight: weight of the image-level caption-concept loss (0: off); see
             :mod:`flmm.shapes.concepts`.
+        vision: the vision tower's warm-up on single things before the LMM stage (no phases: off,
+            ``--vision-steps ""`` on the command line); see :mod:`flmm.shapes.vision_warmup`.
+        freeze_vision: keep the vision tower fixed in the LMM stage (as LLaVA does with its CLIP tower);
+            without it the LM's loss rewrites the warmed-up tower (measured: docs/training-log.md).
     """
 
     model: ShapesLMMConfig = field(default_factory=ShapesLMMConfig)
@@ -71,6 +77,8 @@ class LMMStageConfig:
     export_dtype: str = "float16"
     threads: int = 0
     concept_weight: float = 1.0
+    vision: VisionWarmupConfig = field(default_factory=VisionWarmupConfig)
+    freeze_vision: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +106,16 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     out = cfg.train.output_dir
     start_run(cfg.to_dict(), out, cfg.export_dtype, cfg.threads)
     lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
-    dataset = ShapesChatDataset(split_seeds("train", cfg.train_scenes), processor, cfg.data)
+    seeds = split_seeds("train", cfg.train_scenes)
+    start = time.time()
+    warm = warm_up_vision(lmm, processor, cfg.vision, seeds, out, seed=cfg.train.seed, resume=resume)
+    if warm is None:
+        print("[train_lmm] interrupted in the vision warm-up; resume with --resume")
+        return {"interrupted": 1.0, "step": 0.0}
+    warm_minutes = (time.time() - start) / 60
+    if cfg.freeze_vision:
+        lmm.model.vision_tower.requires_grad_(False)
+    dataset = ShapesChatDataset(seeds, processor, cfg.data)
     objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight)
 
     def periodic_eval(model: nn.Module) -> dict[str, float]:
@@ -113,7 +130,9 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     folder = os.path.join(out, "hf")
     save_lmm(lmm, processor, folder, dtype=getattr(torch, cfg.export_dtype))
     final = evaluate(lmm, processor, cfg)
+    final.update({f"vision_warmup_{k}": v for k, v in warm.items()})
     final.update(
+        vision_warmup_minutes_this_call=warm_minutes,
         train_minutes_this_call=train_minutes,
         train_seconds_total=result.state.elapsed_seconds,
         steps=float(result.state.global_step),
@@ -155,7 +174,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p.add_argument(
         "--concept-weight", type=float, default=d.concept_weight, help="caption-concept loss on visual tokens"
     )
+    p.add_argument(
+        "--vision-steps",
+        default=",".join(map(str, d.vision.steps)),
+        help="steps of the vision warm-up phases aligned,jitter,random (e.g. 400,300,700; empty: off)",
+    )
+    p.add_argument(
+        "--freeze-vision",
+        action=argparse.BooleanOptionalAction,
+        default=d.freeze_vision,
+        help="keep the vision tower fixed in the LMM stage",
+    )
     a = p.parse_args(argv)
+    try:
+        steps = tuple(int(x) for x in a.vision_steps.split(",") if x.strip())
+    except ValueError:
+        p.error(
+            f"--vision-steps takes comma-separated step counts (e.g. 400,300,700), got {a.vision_steps!r}"
+        )
+    if len(steps) > 3 or any(n < 1 for n in steps):
+        p.error(
+            f"--vision-steps takes up to 3 positive step counts (aligned,jitter,random), got {a.vision_steps!r}"
+        )
+    vision = replace(d.vision, phases=("aligned", "jitter", "random")[: len(steps)], steps=steps)
     model = replace(
         d.model,
         patch_size=a.patch_size,
@@ -181,6 +222,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         export_dtype=a.export_dtype,
         threads=a.threads,
         concept_weight=a.concept_weight,
+        vision=vision,
+        freeze_vision=a.freeze_vision,
     )
     return cfg, a.resume
 

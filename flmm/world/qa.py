@@ -44,7 +44,8 @@ def _attribute_questions(things, rng: np.random.Generator) -> dict[str, list[QAI
 
 
 def _count_questions(things, rng: np.random.Generator) -> list[QAItem]:
-    present = {desc for t in things for desc in d.descriptors_of(t)}
+    # dict, not set: a set of strings iterates in a per-process order (hash randomisation)
+    present = dict.fromkeys(desc for t in things for desc in d.descriptors_of(t))
     cands = [*present, *(d.random_descriptor(rng) for _ in range(3))]
     out = []
     for desc in dict.fromkeys(cands):
@@ -62,7 +63,7 @@ def _count_questions(things, rng: np.random.Generator) -> list[QAItem]:
 def _exist_questions(things, rng: np.random.Generator) -> tuple[list[QAItem], list[QAItem]]:
     yes: list[QAItem] = []
     no: list[QAItem] = []
-    present = {desc for t in things for desc in d.descriptors_of(t) if desc[2] is not None}
+    present = dict.fromkeys(desc for t in things for desc in d.descriptors_of(t) if desc[2] is not None)
     for desc in [*present, *(d.random_descriptor(rng) for _ in range(8))]:
         w = d.words(desc)
         q = " ".join(["is", "there", d.article(w[0]), *w, "?"])

@@ -1,0 +1,233 @@
+"""Warm-up of the tiny LMM's vision tower on single-thing scenes, before the LMM stage.
+
+Why: a from-scratch CLIP ViT with 8-pixel patches does not learn SHAPE words in the CPU budget of the
+LMM stage (docs/training-log.md). Measured on 5-way shape classification of single things: with the
+thing centred (one fixed sub-patch offset) the ViT reaches 99 % in 400 steps x 32; with the thing
+anywhere on the patch grid but at whole-patch positions, 96 % in 500 steps; with a random sub-patch
+offset (as in the world) it stays at chance (0.18-0.21 after 600 steps, even with the thing within
++-16 px of the centre). The 8x8 linear patch embedding sees a shape differently at each of its 64
+offsets within a patch, and the tower must learn all of them at once. A curriculum fixes most of it:
+learn shapes at whole-patch positions first, then let the offset vary.
+
+The data are ordinary shapes-world scenes cut to their first thing, which the data generator places at
+patch-aligned positions (phase ``aligned``), near them (``jitter``: +-``jitter_px``), or where the
+world put it (``random``). The labels are the colour, shape and size WORDS of the scene's caption (text
+only; the size is ignored when the caption does not say it). A linear probe on the mean of the tower's
+patch tokens (the tokens LLaVA's projector reads) predicts each word class (softmax cross-entropy per
+group). The model is never given a mask, box or coordinate; the probe is dropped afterwards.
+
+Each phase is a run of :class:`flmm.train.Trainer` in ``<out>/vision/<phase>``, resumable, and writes
+``warmup.safetensors`` (the tower as ``tower.*`` and the probe) when done; with ``resume`` a finished
+phase is loaded instead of re-run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from flmm.errors import ConfigError
+from flmm.shapes.concepts import CONCEPTS, caption_concepts
+from flmm.train import TrainConfig, Trainer
+from flmm.world import (
+    COLORS,
+    IMAGE_SIZE,
+    SHAPES,
+    SIZES,
+    SceneSpec,
+    narrative,
+    render,
+    sample_spec,
+    split_seeds,
+)
+
+GROUPS: tuple[tuple[str, ...], ...] = (COLORS, SHAPES, SIZES)
+PLACEMENTS = ("aligned", "jitter", "random")
+
+
+@dataclass
+class VisionWarmupConfig:
+    """The warm-up's phases (run in order) and their settings; ``phases=()`` turns it off.
+
+    Attributes:
+        phases: placements, each in :data:`PLACEMENTS`.
+        steps: optimizer steps per phase (same length as ``phases``).
+        jitter_px: half-width of the uniform offset around a patch-aligned position (``jitter``).
+        batch_size, lr: per phase (AdamW, warm-up 3 % + cosine, clip 1.0, fp32).
+        scenes: training scenes (seeds ``split_seeds("train", scenes)``, shared with the LMM stage).
+    """
+
+    phases: tuple[str, ...] = ("aligned", "jitter", "random")
+    steps: tuple[int, ...] = (400, 300, 700)
+    jitter_px: float = 2.0
+    batch_size: int = 32
+    lr: float = 1e-3
+    scenes: int = 20_000
+
+    def __post_init__(self) -> None:
+        self.phases, self.steps = tuple(self.phases), tuple(self.steps)
+        if len(self.phases) != len(self.steps):
+            raise ConfigError(f"vision warm-up: {len(self.phases)} phases but {len(self.steps)} step counts")
+        bad = [p for p in self.phases if p not in PLACEMENTS]
+        if bad:
+            raise ConfigError(f"vision warm-up: unknown placement(s) {bad}; choose from {PLACEMENTS}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def word_labels(caption: str) -> torch.Tensor:
+    """``(3,)`` int64: indices of the caption's colour, shape and size words within :data:`GROUPS`
+    (-100 where the caption names none of the group)."""
+    named = {CONCEPTS[i] for i in caption_concepts(caption)}
+    out = []
+    for group in GROUPS:
+        hits = [k for k, w in enumerate(group) if w in named]
+        out.append(hits[0] if len(hits) == 1 else -100)
+    return torch.tensor(out, dtype=torch.long)
+
+
+class SingleThingImages(Dataset):
+    """Scene ``seeds[i]`` cut to its first thing, placed per ``placement``; items are
+    ``{"pixel_values": (3, 128, 128) float32, "labels": (3,) int64}`` (see :func:`word_labels`).
+
+    Positions are pixel centres ``(x, y)`` in the 128-px scene; ``aligned`` puts the centre on a patch
+    corner ``(patch * i, patch * j)`` with ``2 <= i, j <= 128 / patch - 2`` (``patch``: the tower's patch
+    side in scene pixels).
+    """
+
+    def __init__(
+        self, seeds: list[int], image_processor, patch: int, placement: str, jitter_px: float = 0.0
+    ) -> None:
+        if placement not in PLACEMENTS:
+            raise ConfigError(f"unknown placement {placement!r}; choose from {PLACEMENTS}")
+        self.seeds, self.proc, self.patch = list(seeds), image_processor, patch
+        self.placement, self.jitter_px = placement, jitter_px
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def spec(self, i: int) -> SceneSpec:
+        """Scene ``seeds[i]`` with only its first thing, moved per the placement."""
+        spec = sample_spec(self.seeds[i])
+        thing = spec.things[0]
+        if self.placement != "random":
+            rng = np.random.default_rng([self.seeds[i], 11])
+            grid = IMAGE_SIZE // self.patch
+            x, y = (float(self.patch * rng.integers(2, grid - 1)) for _ in range(2))
+            if self.placement == "jitter":
+                x += rng.uniform(-self.jitter_px, self.jitter_px)
+                y += rng.uniform(-self.jitter_px, self.jitter_px)
+            thing = replace(thing, center=(x, y))
+        return replace(spec, things=(thing,))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        scene = render(self.spec(i))
+        pixels = self.proc(images=scene.image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixels, "labels": word_labels(narrative(scene).text)}
+
+
+class VisionWarmupObjective(nn.Module):
+    """Softmax cross-entropy per word group from a linear probe on the mean patch token.
+
+    Args:
+        tower: the LLaVA model's ``vision_tower`` (a ``CLIPVisionModel``), trained in place.
+        feature_layer: LLaVA's ``vision_feature_layer`` (the hidden state its projector reads).
+    """
+
+    def __init__(self, tower: Any, feature_layer: int = -1) -> None:
+        super().__init__()
+        self.tower, self.feature_layer = tower, feature_layer
+        hidden = int(tower.config.hidden_size)
+        self.probe = nn.Linear(hidden, sum(len(g) for g in GROUPS))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        states = self.tower(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states
+        logits = self.probe(states[self.feature_layer][:, 1:].mean(1))  # CLS dropped, as LLaVA's "default"
+        losses, accs, start = [], {}, 0
+        for name, group, target in zip(("colour", "shape", "size"), GROUPS, batch["labels"].T):
+            part = logits[:, start : start + len(group)].float()
+            start += len(group)
+            valid = target >= 0
+            if valid.any():
+                losses.append(F.cross_entropy(part[valid], target[valid]))
+                accs[f"{name}_acc"] = (part[valid].argmax(-1) == target[valid]).float().mean()
+        return {"loss": torch.stack(losses).sum(), **accs}
+
+
+def _collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+@torch.no_grad()
+def held_out_accuracy(
+    objective: VisionWarmupObjective, data: SingleThingImages, batch_size: int = 50
+) -> dict[str, float]:
+    """Colour / shape / size accuracy of the probe on ``data`` (eval mode, restored afterwards)."""
+    was = objective.training
+    objective.eval()
+    sums: dict[str, float] = {}
+    batches = [list(range(i, min(i + batch_size, len(data)))) for i in range(0, len(data), batch_size)]
+    for idx in batches:
+        out = objective(_collate([data[i] for i in idx]))
+        for k, v in out.items():
+            if k.endswith("_acc"):
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+    objective.train(was)
+    return {f"val_{k}": v / len(data) for k, v in sums.items()}
+
+
+def warm_up_vision(
+    lmm, processor, cfg: VisionWarmupConfig, seeds: list[int], out: str, seed: int = 0, resume: bool = False
+) -> dict[str, float] | None:
+    """Run ``cfg.phases`` on ``lmm.model.vision_tower`` (in place); phase runs go to ``<out>/vision/<k>-<phase>``.
+
+    Returns the held-out accuracies (200 ``val`` single things where the world puts them) after the
+    last phase, ``{}`` when there are no phases, or None when a phase was interrupted (its checkpoint
+    is written; ``resume=True`` continues it and skips finished phases).
+    """
+    tower = lmm.model.vision_tower
+    # the tower's patch in world pixels (the processor resizes the 128-px scene to the tower's input)
+    patch = int(tower.config.patch_size) * IMAGE_SIZE // int(tower.config.image_size)
+    layer = int(getattr(lmm.config, "vision_feature_layer", -1))
+    held_out = SingleThingImages(split_seeds("val", 200), processor.image_processor, patch, "random")
+    seeds = seeds[: cfg.scenes]
+    objective = VisionWarmupObjective(tower, layer)
+    for k, (placement, steps) in enumerate(zip(cfg.phases, cfg.steps)):
+        folder = os.path.join(out, "vision", f"{k}-{placement}")
+        done = os.path.join(folder, "warmup.safetensors")
+        if resume and os.path.isfile(done):  # finished earlier: reuse it (tower and probe)
+            objective.load_state_dict(load_file(done))
+            continue
+        data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
+        train = TrainConfig(
+            output_dir=folder, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+            seed=seed + k, save_every_steps=200, log_every_steps=25, eval_every_steps=steps,
+        )  # fmt: skip
+        trainer = Trainer(
+            objective, data, _collate, train, eval_fn=lambda _m: held_out_accuracy(objective, held_out)
+        )
+        if trainer.train(resume=resume).interrupted:
+            return None
+        save_file({n: t.detach().contiguous() for n, t in objective.state_dict().items()}, done)
+    return held_out_accuracy(objective, held_out) if cfg.phases else {}
+
+
+__all__ = [
+    "GROUPS",
+    "PLACEMENTS",
+    "SingleThingImages",
+    "VisionWarmupConfig",
+    "VisionWarmupObjective",
+    "held_out_accuracy",
+    "warm_up_vision",
+    "word_labels",
+]

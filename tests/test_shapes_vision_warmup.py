@@ -1,0 +1,130 @@
+"""The vision tower's warm-up on single things (flmm.shapes.vision_warmup)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from flmm.errors import ConfigError
+from flmm.shapes.lmm import build_lmm
+from flmm.shapes.vision_warmup import (
+    GROUPS,
+    SingleThingImages,
+    VisionWarmupConfig,
+    VisionWarmupObjective,
+    warm_up_vision,
+    word_labels,
+)
+from flmm.train import TrainConfig, Trainer, read_log
+from flmm.world import COLORS, SHAPES, SIZES, render, sample_spec, split_seeds
+from tests.tiny.shapes_lmm import TINY_SHAPES_LMM as TINY
+
+
+def test_labels_are_the_caption_words_and_missing_size_is_ignored():
+    got = word_labels("a small orange circle in the sky above the sand .")
+    assert got.tolist() == [COLORS.index("orange"), SHAPES.index("circle"), SIZES.index("small")]
+    got = word_labels("the wall and the grass behind a red diamond .")
+    assert got.tolist() == [COLORS.index("red"), SHAPES.index("diamond"), -100]
+
+
+def test_placements_move_only_the_first_thing_onto_the_patch_grid():
+    seeds = split_seeds("train", 20)
+    proc = build_lmm(TINY)[1].image_processor
+    aligned = SingleThingImages(seeds, proc, 8, "aligned")
+    jitter = SingleThingImages(seeds, proc, 8, "jitter", jitter_px=2.0)
+    natural = SingleThingImages(seeds, proc, 8, "random")
+    for i, seed in enumerate(seeds):
+        original = sample_spec(seed).things[0]
+        a, j, r = aligned.spec(i).things, jitter.spec(i).things, natural.spec(i).things
+        assert len(a) == len(j) == len(r) == 1
+        assert r[0] == original
+        assert (a[0].shape, a[0].color, a[0].size) == (original.shape, original.color, original.size)
+        assert all(c % 8 == 0 and 16 <= c <= 112 for c in a[0].center)
+        assert all(abs(cj - ca) <= 2.0 for cj, ca in zip(j[0].center, a[0].center))
+        assert render(aligned.spec(i)).thing_masks[0].any()  # on the canvas, visible
+    assert aligned.spec(3) == aligned.spec(3)  # deterministic
+    item = aligned[0]
+    assert item["pixel_values"].shape == (3, 32, 32) and item["labels"].shape == (3,)
+
+
+def test_bad_configs_raise():
+    with pytest.raises(ConfigError, match="2 phases but 1"):
+        VisionWarmupConfig(phases=("aligned", "random"), steps=(3,))
+    with pytest.raises(ConfigError, match="unknown placement"):
+        VisionWarmupConfig(phases=("centred",), steps=(3,))
+    with pytest.raises(ConfigError, match="unknown placement"):
+        SingleThingImages([1], None, 8, "centred")
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    model, processor = build_lmm(TINY, seed=1)
+    objective = VisionWarmupObjective(model.model.vision_tower)
+    assert objective.probe.out_features == sum(len(g) for g in GROUPS)
+    data = SingleThingImages(split_seeds("train", 8), processor.image_processor, 32, "aligned")
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"),
+        max_steps=30,
+        batch_size=8,
+        lr=1e-2,
+        save_every_steps=0,
+        log_every_steps=1,
+        progress_bar=False,
+    )
+    collate = lambda s: {k: torch.stack([x[k] for x in s]) for k in s[0]}  # noqa: E731
+    Trainer(objective, data, collate, cfg).train()
+    losses = [r["loss"] for r in read_log(cfg.output_dir, "train")]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_phases_write_the_tower_and_resume_skips_finished_ones(tmp_path):
+    model, processor = build_lmm(TINY, seed=1)
+    before = {k: v.clone() for k, v in model.model.vision_tower.state_dict().items()}
+    cfg = VisionWarmupConfig(phases=("aligned", "random"), steps=(2, 2), batch_size=2, scenes=8)
+    out = str(tmp_path)
+    acc = warm_up_vision(model, processor, cfg, split_seeds("train", 20), out)
+    assert acc is not None and set(acc) == {"val_colour_acc", "val_shape_acc", "val_size_acc"}
+    files = [os.path.join(out, "vision", f, "warmup.safetensors") for f in ("0-aligned", "1-random")]
+    assert all(os.path.isfile(f) for f in files)
+    trained = model.model.vision_tower.state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in before)
+    saved = {k.removeprefix("tower."): v for k, v in load_file(files[1]).items() if k.startswith("tower.")}
+    assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
+    # a resumed run reuses the finished phases: the tower comes back exactly, with no training
+    fresh, _ = build_lmm(TINY, seed=2)
+    assert warm_up_vision(fresh, processor, cfg, split_seeds("train", 20), out, resume=True) == acc
+    again = fresh.model.vision_tower.state_dict()
+    assert all(torch.equal(saved[k], again[k]) for k in saved)
+
+
+def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
+    from dataclasses import replace
+
+    from flmm.shapes.lmm import load_lmm
+    from flmm.shapes.train_lmm import LMMStageConfig, parse_args, train_lmm
+
+    cfg, _ = parse_args(["--out", str(tmp_path), "--vision-steps", "2,1", "--freeze-vision", "--steps", "2"])
+    assert cfg.vision.phases == ("aligned", "jitter") and cfg.vision.steps == (2, 1) and cfg.freeze_vision
+    assert parse_args(["--out", "x"])[0].vision == LMMStageConfig().vision  # CLI defaults = shipped settings
+    cfg = replace(
+        cfg,
+        model=TINY,
+        vision=replace(cfg.vision, batch_size=2, scenes=8),
+        train=replace(cfg.train, batch_size=2, eval_every_steps=0, save_every_steps=0, progress_bar=False),
+        train_scenes=8,
+        eval_scenes=2,
+        probe_scenes=1,
+        export_dtype="float32",
+    )
+    final = train_lmm(cfg)
+    assert {"vision_warmup_val_shape_acc", "qa_acc"} <= set(final)
+    file = os.path.join(tmp_path, "vision", "1-jitter", "warmup.safetensors")
+    warmed = {k.removeprefix("tower."): v for k, v in load_file(file).items() if k.startswith("tower.")}
+    exported, _ = load_lmm(os.path.join(tmp_path, "hf"))
+    tower = exported.model.vision_tower.state_dict()
+    assert warmed.keys() == tower.keys() and all(
+        torch.equal(warmed[k], tower[k]) for k in warmed
+    )  # frozen through the LMM stage
