@@ -1,6 +1,9 @@
 """Stage 1 of the shapes-world defaults: pre-train the tiny LMM on captions and QA (no grounding data).
 
-Everything is trained from scratch (ViT, projector, Llama); the LMM is frozen only later, by F-LMM.
+Everything is trained from scratch. First the vision tower warms up on the caption words of single-thing
+scenes (:mod:`flmm.shapes.vision_warmup`, ``<out>/vision/``), then the tower is frozen (as LLaVA keeps
+its CLIP tower) and the projector and the Llama learn captions and QA. The whole LMM is frozen later, by
+F-LMM.
 The run folder gets the training config, a JSONL log, checkpoints (resumable) and, at the end, the
 Hugging Face folder ``<out>/hf`` plus ``<out>/eval.json`` (QA accuracy and the grounding probe on
 held-out ``val`` scenes).
