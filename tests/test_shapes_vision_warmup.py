@@ -16,6 +16,7 @@ from flmm.shapes.vision_warmup import (
     SingleThingImages,
     VisionWarmupConfig,
     VisionWarmupObjective,
+    collate_batch,
     warm_up_vision,
     word_labels,
 )
@@ -74,8 +75,7 @@ def test_a_few_steps_lower_the_loss(tmp_path):
         log_every_steps=1,
         progress_bar=False,
     )
-    collate = lambda s: {k: torch.stack([x[k] for x in s]) for k in s[0]}  # noqa: E731
-    Trainer(objective, data, collate, cfg).train()
+    Trainer(objective, data, collate_batch, cfg).train()
     losses = [r["loss"] for r in read_log(cfg.output_dir, "train")]
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
 

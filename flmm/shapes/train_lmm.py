@@ -31,7 +31,7 @@ from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
 from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
-from flmm.shapes.vision_warmup import VisionWarmupConfig, warm_up_vision  # noqa: E402
+from flmm.shapes.vision_warmup import PLACEMENTS, VisionWarmupConfig, warm_up_vision  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -195,11 +195,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         p.error(
             f"--vision-steps takes comma-separated step counts (e.g. 400,300,700), got {a.vision_steps!r}"
         )
-    if len(steps) > 3 or any(n < 1 for n in steps):
+    if len(steps) > len(PLACEMENTS) or any(n < 1 for n in steps):
         p.error(
             f"--vision-steps takes up to 3 positive step counts (aligned,jitter,random), got {a.vision_steps!r}"
         )
-    vision = replace(d.vision, phases=("aligned", "jitter", "random")[: len(steps)], steps=steps)
+    vision = replace(d.vision, phases=PLACEMENTS[: len(steps)], steps=steps)
     model = replace(
         d.model,
         patch_size=a.patch_size,

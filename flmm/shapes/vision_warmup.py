@@ -163,7 +163,8 @@ class VisionWarmupObjective(nn.Module):
         return {"loss": torch.stack(losses).sum(), **accs}
 
 
-def _collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def collate_batch(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack :class:`SingleThingImages` items into ``pixel_values (B, 3, H, W)`` and ``labels (B, 3)``."""
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
@@ -177,7 +178,7 @@ def held_out_accuracy(
     sums: dict[str, float] = {}
     batches = [list(range(i, min(i + batch_size, len(data)))) for i in range(0, len(data), batch_size)]
     for idx in batches:
-        out = objective(_collate([data[i] for i in idx]))
+        out = objective(collate_batch([data[i] for i in idx]))
         for k, v in out.items():
             if k.endswith("_acc"):
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
@@ -201,24 +202,29 @@ def warm_up_vision(
     held_out = SingleThingImages(split_seeds("val", 200), processor.image_processor, patch, "random")
     seeds = seeds[: cfg.scenes]
     objective = VisionWarmupObjective(tower, layer)
+    accuracy: dict[str, float] | None = {} if not cfg.phases else None
     for k, (placement, steps) in enumerate(zip(cfg.phases, cfg.steps)):
         folder = os.path.join(out, "vision", f"{k}-{placement}")
         done = os.path.join(folder, "warmup.safetensors")
         if resume and os.path.isfile(done):  # finished earlier: reuse it (tower and probe)
             objective.load_state_dict(load_file(done))
+            accuracy = None
             continue
         data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
         train = TrainConfig(
             output_dir=folder, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
-            seed=seed + k, save_every_steps=200, log_every_steps=25, eval_every_steps=steps,
+            seed=seed + k, save_every_steps=200, log_every_steps=25,
         )  # fmt: skip
+        # the loop evaluates once, at the end of the phase (logged as the phase's "eval" record)
         trainer = Trainer(
-            objective, data, _collate, train, eval_fn=lambda _m: held_out_accuracy(objective, held_out)
+            objective, data, collate_batch, train, eval_fn=lambda _m: held_out_accuracy(objective, held_out)
         )
-        if trainer.train(resume=resume).interrupted:
+        result = trainer.train(resume=resume)
+        if result.interrupted:
             return None
         save_file({n: t.detach().contiguous() for n, t in objective.state_dict().items()}, done)
-    return held_out_accuracy(objective, held_out) if cfg.phases else {}
+        accuracy = dict(result.last_eval)
+    return accuracy if accuracy is not None else held_out_accuracy(objective, held_out)
 
 
 __all__ = [
@@ -227,6 +233,7 @@ __all__ = [
     "SingleThingImages",
     "VisionWarmupConfig",
     "VisionWarmupObjective",
+    "collate_batch",
     "held_out_accuracy",
     "warm_up_vision",
     "word_labels",
