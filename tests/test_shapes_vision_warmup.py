@@ -1,4 +1,4 @@
-"""The vision tower's warm-up on single things (flmm.shapes.vision_warmup)."""
+"""The vision tower's warm-up on caption words (flmm.shapes.vision_warmup)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,22 @@ import torch
 from safetensors.torch import load_file
 
 from flmm.errors import ConfigError
+from flmm.shapes.concepts import CONCEPTS
 from flmm.shapes.lmm import build_lmm
 from flmm.shapes.vision_warmup import (
     GROUPS,
+    SceneImages,
     SingleThingImages,
     VisionWarmupConfig,
     VisionWarmupObjective,
     collate_batch,
+    concept_targets,
+    held_out_accuracy,
     warm_up_vision,
     word_labels,
 )
 from flmm.train import TrainConfig, Trainer, read_log
-from flmm.world import COLORS, SHAPES, SIZES, render, sample_spec, split_seeds
+from flmm.world import COLORS, SHAPES, SIZES, narrative, render, sample_spec, split_seeds
 from tests.tiny.shapes_lmm import TINY_SHAPES_LMM as TINY
 
 
@@ -59,6 +63,52 @@ def test_bad_configs_raise():
         VisionWarmupConfig(phases=("centred",), steps=(3,))
     with pytest.raises(ConfigError, match="unknown placement"):
         SingleThingImages([1], None, 8, "centred")
+    with pytest.raises(ConfigError, match="unknown placement"):
+        SingleThingImages([1], None, 8, "scenes")  # whole scenes are SceneImages
+    with pytest.raises(ConfigError, match="one per phase"):
+        VisionWarmupConfig(phases=("aligned", "random"), steps=(3, 3), lr=(1e-3, 1e-3, 1e-4))
+    with pytest.raises(ConfigError, match="positive learning rate"):
+        VisionWarmupConfig(phases=("aligned",), steps=(3,), lr=0.0)
+    assert VisionWarmupConfig(phases=("random", "random"), steps=(3, 3), lr=(1e-3, 3e-4)).phase_lrs() == (
+        1e-3,
+        3e-4,
+    )
+    assert VisionWarmupConfig(phases=("random", "random"), steps=(3, 3), lr=(1e-3, 1e-3)).lr == 1e-3
+    assert VisionWarmupConfig(phases=(), steps=()).phase_lrs() == ()  # off, whatever the default lr
+
+
+def test_scene_items_mix_whole_scenes_with_caption_concepts_and_single_things():
+    seeds = split_seeds("train", 6)
+    proc = build_lmm(TINY)[1].image_processor
+    data = SceneImages(seeds, proc, 8)
+    whole, single = data[0], data[1]
+    caption = narrative(render(sample_spec(seeds[0]))).text
+    named = {CONCEPTS[i] for i in torch.nonzero(whole["concepts"]).flatten().tolist()}
+    for thing in sample_spec(seeds[0]).things:  # every thing's colour-shape pair, read from the caption
+        assert f"{thing.color} {thing.shape}" in named
+    assert torch.equal(whole["concepts"], concept_targets(caption)) and (whole["labels"] == -100).all()
+    assert (single["concepts"] == -1).all() and single["labels"][1] >= 0
+    assert all((SceneImages(seeds, proc, 8, mix=False)[i]["concepts"] >= 0).all() for i in (1, 3))
+
+
+def test_scene_phase_lowers_the_concept_loss_and_reports_pair_f1(tmp_path):
+    model, processor = build_lmm(TINY, seed=1)
+    objective = VisionWarmupObjective(model.model.vision_tower)
+    data = SceneImages(split_seeds("train", 8), processor.image_processor, 32)
+    batch = collate_batch([data[i] for i in range(8)])
+    out = objective(batch)
+    assert {"loss", "colour_acc", "shape_acc", "pair_f1"} <= set(out) and torch.isfinite(out["loss"])
+    cfg = TrainConfig(
+        output_dir=str(tmp_path / "run"), max_steps=40, batch_size=8, lr=1e-2,
+        save_every_steps=0, log_every_steps=1, progress_bar=False,
+    )  # fmt: skip
+    Trainer(objective, data, collate_batch, cfg).train()
+    losses = [r["loss"] for r in read_log(cfg.output_dir, "train")]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+    metrics = held_out_accuracy(
+        objective, SceneImages(split_seeds("val", 4), processor.image_processor, 32, False)
+    )
+    assert set(metrics) == {"val_pair_f1"} and 0.0 <= metrics["val_pair_f1"] <= 1.0
 
 
 def test_a_few_steps_lower_the_loss(tmp_path):
@@ -86,7 +136,7 @@ def test_phases_write_the_tower_and_resume_skips_finished_ones(tmp_path):
     cfg = VisionWarmupConfig(phases=("aligned", "random"), steps=(2, 2), batch_size=2, scenes=8)
     out = str(tmp_path)
     acc = warm_up_vision(model, processor, cfg, split_seeds("train", 20), out)
-    assert acc is not None and set(acc) == {"val_colour_acc", "val_shape_acc", "val_size_acc"}
+    assert acc is not None and {"val_colour_acc", "val_shape_acc", "val_size_acc", "val_pair_f1"} <= set(acc)
     files = [os.path.join(out, "vision", f, "warmup.safetensors") for f in ("0-aligned", "1-random")]
     assert all(os.path.isfile(f) for f in files)
     trained = model.model.vision_tower.state_dict()
@@ -95,7 +145,10 @@ def test_phases_write_the_tower_and_resume_skips_finished_ones(tmp_path):
     assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
     # a resumed run reuses the finished phases: the tower comes back exactly, with no training
     fresh, _ = build_lmm(TINY, seed=2)
-    assert warm_up_vision(fresh, processor, cfg, split_seeds("train", 20), out, resume=True) == acc
+    again_acc = warm_up_vision(fresh, processor, cfg, split_seeds("train", 20), out, resume=True)
+    # recomputed, not read back; the 2-step probe's logits sit near 0, where float-level kernel
+    # differences can flip a few pair decisions
+    assert again_acc == pytest.approx(acc, abs=0.02)
     again = fresh.model.vision_tower.state_dict()
     assert all(torch.equal(saved[k], again[k]) for k in saved)
 
@@ -106,8 +159,12 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
     from flmm.shapes.lmm import load_lmm
     from flmm.shapes.train_lmm import LMMStageConfig, parse_args, train_lmm
 
-    cfg, _ = parse_args(["--out", str(tmp_path), "--vision-steps", "2,1", "--freeze-vision", "--steps", "2"])
-    assert cfg.vision.phases == ("aligned", "jitter") and cfg.vision.steps == (2, 1) and cfg.freeze_vision
+    argv = ["--out", str(tmp_path), "--vision-phases", "aligned,scenes", "--vision-steps", "2,1"]
+    cfg, _ = parse_args([*argv, "--vision-lr", "1e-3,3e-4", "--freeze-vision", "--steps", "2"])
+    assert cfg.vision.phases == ("aligned", "scenes") and cfg.vision.steps == (2, 1) and cfg.freeze_vision
+    assert cfg.vision.phase_lrs() == (1e-3, 3e-4)
+    with pytest.raises(SystemExit):  # three phases, two step counts
+        parse_args(["--out", "x", "--vision-phases", "aligned,jitter,random", "--vision-steps", "2,1"])
     assert parse_args(["--out", "x"])[0].vision == LMMStageConfig().vision  # CLI defaults = shipped settings
     cfg = replace(
         cfg,
@@ -121,7 +178,7 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
     )
     final = train_lmm(cfg)
     assert {"vision_warmup_val_shape_acc", "qa_acc"} <= set(final)
-    file = os.path.join(tmp_path, "vision", "1-jitter", "warmup.safetensors")
+    file = os.path.join(tmp_path, "vision", "1-scenes", "warmup.safetensors")
     warmed = {k.removeprefix("tower."): v for k, v in load_file(file).items() if k.startswith("tower.")}
     exported, _ = load_lmm(os.path.join(tmp_path, "hf"))
     tower = exported.model.vision_tower.state_dict()

@@ -1,9 +1,9 @@
 """Stage 1 of the shapes-world defaults: pre-train the tiny LMM on captions and QA (no grounding data).
 
 Everything is trained from scratch. First the vision tower warms up on the caption words of single-thing
-scenes (:mod:`flmm.shapes.vision_warmup`, ``<out>/vision/``), then the tower is frozen (as LLaVA keeps
-its CLIP tower) and the projector and the Llama learn captions and QA. The whole LMM is frozen later, by
-F-LMM.
+scenes, then of whole scenes (:mod:`flmm.shapes.vision_warmup`, ``<out>/vision/``), then the tower is
+frozen (as LLaVA keeps its CLIP tower) and the projector and the Llama learn captions and QA. The whole
+LMM is frozen later, by F-LMM.
 The run folder gets the training config, a JSONL log, checkpoints (resumable) and, at the end, the
 Hugging Face folder ``<out>/hf`` plus ``<out>/eval.json`` (QA accuracy and the grounding probe on
 held-out ``val`` scenes).
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from flmm.errors import ConfigError  # noqa: E402
 from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
 from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
@@ -51,8 +52,9 @@ class LMMStageConfig:
         threads: torch intra-op threads (0: torch's default).
         concept_weight: weight of the image-level caption-concept loss (0: off); see
             :mod:`flmm.shapes.concepts`.
-        vision: the vision tower's warm-up on single things before the LMM stage (no phases: off,
-            ``--vision-steps ""`` on the command line); see :mod:`flmm.shapes.vision_warmup`.
+        vision: the vision tower's warm-up on caption words before the LMM stage (no phases: off,
+            ``--vision-phases "" --vision-steps ""`` on the command line); see
+            :mod:`flmm.shapes.vision_warmup`.
         freeze_vision: keep the vision tower fixed in the LMM stage (as LLaVA does with its CLIP tower);
             without it the LM's loss rewrites the warmed-up tower (measured: docs/training-log.md).
     """
@@ -178,9 +180,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         "--concept-weight", type=float, default=d.concept_weight, help="caption-concept loss on visual tokens"
     )
     p.add_argument(
+        "--vision-phases",
+        default=",".join(d.vision.phases),
+        help=f"the vision warm-up's phases in order, each one of {','.join(PLACEMENTS)} (empty: no warm-up)",
+    )
+    p.add_argument(
         "--vision-steps",
         default=",".join(map(str, d.vision.steps)),
-        help="steps of the vision warm-up phases aligned,jitter,random (e.g. 400,300,700; empty: off)",
+        help="steps of each vision warm-up phase (e.g. 400,300,700)",
+    )
+    p.add_argument(
+        "--vision-lr",
+        default=",".join(map(str, d.vision.phase_lrs())),
+        help="peak learning rate of each vision warm-up phase, or one for all",
     )
     p.add_argument(
         "--freeze-vision",
@@ -189,17 +201,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         help="keep the vision tower fixed in the LMM stage",
     )
     a = p.parse_args(argv)
+    phases = tuple(x.strip() for x in a.vision_phases.split(",") if x.strip())
     try:
         steps = tuple(int(x) for x in a.vision_steps.split(",") if x.strip())
+        lrs = tuple(float(x) for x in a.vision_lr.split(",") if x.strip())
     except ValueError:
         p.error(
-            f"--vision-steps takes comma-separated step counts (e.g. 400,300,700), got {a.vision_steps!r}"
+            f"--vision-steps / --vision-lr take comma-separated numbers, got {a.vision_steps!r} / {a.vision_lr!r}"
         )
-    if len(steps) > len(PLACEMENTS) or any(n < 1 for n in steps):
-        p.error(
-            f"--vision-steps takes up to 3 positive step counts (aligned,jitter,random), got {a.vision_steps!r}"
-        )
-    vision = replace(d.vision, phases=PLACEMENTS[: len(steps)], steps=steps)
+    if any(n < 1 for n in steps):
+        p.error(f"--vision-steps takes positive step counts, got {a.vision_steps!r}")
+    try:
+        vision = replace(d.vision, phases=phases, steps=steps, lr=lrs[0] if len(lrs) == 1 else lrs)
+    except ConfigError as e:
+        p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr)")
     model = replace(
         d.model,
         patch_size=a.patch_size,

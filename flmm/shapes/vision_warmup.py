@@ -16,8 +16,15 @@ only; the size is ignored when the caption does not say it). A linear probe on t
 patch tokens (the tokens LLaVA's projector reads) predicts each word class (softmax cross-entropy per
 group). The model is never given a mask, box or coordinate; the probe is dropped afterwards.
 
-Each phase is a run of :class:`flmm.train.Trainer` in ``<out>/vision/<phase>``, resumable, and writes
-``warmup.safetensors`` (the tower as ``tower.*`` and the probe) when done; with ``resume`` a finished
+Last, phase ``scenes`` teaches the tower to BIND a thing's colour to its shape where several things
+share the image: half of each batch are whole scenes, labelled with the caption's concepts (colours,
+shapes, sizes, stuff and colour-shape pairs such as "red circle", :mod:`flmm.shapes.concepts`); a second
+linear probe reads every patch token and is max-pooled over them (multiple-instance learning, BCE), so a
+pair is found only if one token carries both words. The other half are single things where the world
+put them, with the words' loss above, so that single-thing recognition is kept.
+
+Each phase is a run of :class:`flmm.train.Trainer` in ``<out>/vision/<k>-<phase>``, resumable, and writes
+``warmup.safetensors`` (the tower as ``tower.*`` and both probes) when done; with ``resume`` a finished
 phase is loaded instead of re-run.
 """
 
@@ -35,7 +42,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from flmm.errors import ConfigError
-from flmm.shapes.concepts import CONCEPTS, caption_concepts
+from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS, caption_concepts
 from flmm.train import TrainConfig, Trainer
 from flmm.world import (
     COLORS,
@@ -50,7 +57,8 @@ from flmm.world import (
 )
 
 GROUPS: tuple[tuple[str, ...], ...] = (COLORS, SHAPES, SIZES)
-PLACEMENTS = ("aligned", "jitter", "random")
+PLACEMENTS = ("aligned", "jitter", "random", "scenes")
+_PAIRS = slice(len(SINGLE_CONCEPTS), len(CONCEPTS))  # the colour-shape pairs within CONCEPTS
 
 
 @dataclass
@@ -58,19 +66,22 @@ class VisionWarmupConfig:
     """The warm-up's phases (run in order) and their settings; ``phases=()`` turns it off.
 
     Attributes:
-        phases: placements, each in :data:`PLACEMENTS`.
+        phases: placements, each in :data:`PLACEMENTS` (one may repeat, e.g. at a lower learning rate).
         steps: optimizer steps per phase (same length as ``phases``).
+        lr: peak learning rate per phase (same length as ``phases``), or one value for all.
         jitter_px: half-width of the uniform offset around a patch-aligned position (``jitter``).
-        batch_size, lr: per phase (AdamW, warm-up 3 % + cosine, clip 1.0, fp32).
+        batch_size: per phase (AdamW, warm-up 3 % + cosine, clip 1.0, fp32).
         scenes: training scenes (seeds ``split_seeds("train", scenes)``, shared with the LMM stage).
+        concept_weight: weight of the whole-scene concept loss (phase ``scenes``) against the word loss.
     """
 
-    phases: tuple[str, ...] = ("aligned", "jitter", "random")
-    steps: tuple[int, ...] = (400, 300, 700)
+    phases: tuple[str, ...] = ("aligned", "jitter", "random", "random", "scenes")
+    steps: tuple[int, ...] = (400, 300, 700, 1000, 800)
+    lr: float | tuple[float, ...] = (1e-3, 1e-3, 1e-3, 3e-4, 5e-4)
     jitter_px: float = 2.0
     batch_size: int = 32
-    lr: float = 1e-3
     scenes: int = 20_000
+    concept_weight: float = 0.1
 
     def __post_init__(self) -> None:
         self.phases, self.steps = tuple(self.phases), tuple(self.steps)
@@ -79,6 +90,18 @@ class VisionWarmupConfig:
         bad = [p for p in self.phases if p not in PLACEMENTS]
         if bad:
             raise ConfigError(f"vision warm-up: unknown placement(s) {bad}; choose from {PLACEMENTS}")
+        if not self.phases:  # off: nothing to check
+            return
+        lrs = (self.lr,) * len(self.phases) if isinstance(self.lr, (int, float)) else tuple(self.lr)
+        if len(lrs) != len(self.phases) or any(not lr > 0 for lr in lrs):
+            raise ConfigError(
+                f"vision warm-up: give one positive learning rate, or one per phase ({len(self.phases)}); got {self.lr}"
+            )
+        self.lr = lrs if len(set(lrs)) > 1 else float(lrs[0])  # one value when all phases share it
+
+    def phase_lrs(self) -> tuple[float, ...]:
+        """The learning rate of each phase."""
+        return tuple(self.lr) if isinstance(self.lr, tuple) else (float(self.lr),) * len(self.phases)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,8 +130,8 @@ class SingleThingImages(Dataset):
     def __init__(
         self, seeds: list[int], image_processor, patch: int, placement: str, jitter_px: float = 0.0
     ) -> None:
-        if placement not in PLACEMENTS:
-            raise ConfigError(f"unknown placement {placement!r}; choose from {PLACEMENTS}")
+        if placement not in PLACEMENTS[:3]:
+            raise ConfigError(f"unknown placement {placement!r}; choose from {PLACEMENTS[:3]}")
         self.seeds, self.proc, self.patch = list(seeds), image_processor, patch
         self.placement, self.jitter_px = placement, jitter_px
 
@@ -135,55 +158,116 @@ class SingleThingImages(Dataset):
         return {"pixel_values": pixels, "labels": word_labels(narrative(scene).text)}
 
 
+def concept_targets(caption: str) -> torch.Tensor:
+    """``(len(CONCEPTS),)`` float32 multi-hot of the concepts ``caption`` names (its text only)."""
+    out = torch.zeros(len(CONCEPTS))
+    out[caption_concepts(caption)] = 1.0
+    return out
+
+
+class SceneImages(Dataset):
+    """Phase ``scenes``: even items are whole scenes ``seeds[i]`` with ``concepts`` (see
+    :func:`concept_targets`) and ``labels`` all -100; odd items are :class:`SingleThingImages` items
+    (``random`` placement) with ``concepts`` all -1 (ignored); with ``mix=False`` every item is a whole
+    scene. Every item has ``pixel_values (3, H, W)``, ``labels (3,)`` int64 and ``concepts (C,)``
+    float32, so that a batch mixes both kinds."""
+
+    def __init__(self, seeds: list[int], image_processor, patch: int, mix: bool = True) -> None:
+        self.single = SingleThingImages(seeds, image_processor, patch, "random")
+        self.seeds, self.proc, self.mix = list(seeds), image_processor, mix
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.mix and i % 2:
+            return {**self.single[i], "concepts": torch.full((len(CONCEPTS),), -1.0)}
+        scene = render(sample_spec(self.seeds[i]))
+        return {
+            "pixel_values": self.proc(images=scene.image, return_tensors="pt")["pixel_values"][0],
+            "labels": torch.full((len(GROUPS),), -100, dtype=torch.long),
+            "concepts": concept_targets(narrative(scene).text),
+        }
+
+
 class VisionWarmupObjective(nn.Module):
-    """Softmax cross-entropy per word group from a linear probe on the mean patch token.
+    """The warm-up's losses on the tower's patch tokens (LLaVA's "default" features: CLS dropped).
+
+    * ``labels (B, 3)``: softmax cross-entropy per word group (colour, shape, size) from ``probe``, a
+      linear layer on the MEAN patch token; rows or groups at -100 are ignored.
+    * ``concepts (B, C)``, when in the batch: ``concept_weight`` x BCE (summed over concepts, averaged
+      over rows) from ``concept_probe``, a linear layer on EVERY patch token max-pooled over tokens;
+      rows whose first entry is negative are ignored.
 
     Args:
         tower: the LLaVA model's ``vision_tower`` (a ``CLIPVisionModel``), trained in place.
         feature_layer: LLaVA's ``vision_feature_layer`` (the hidden state its projector reads).
+        concept_weight: weight of the concept loss.
     """
 
-    def __init__(self, tower: Any, feature_layer: int = -1) -> None:
+    def __init__(self, tower: Any, feature_layer: int = -1, concept_weight: float = 0.1) -> None:
         super().__init__()
-        self.tower, self.feature_layer = tower, feature_layer
+        self.tower, self.feature_layer, self.concept_weight = tower, feature_layer, concept_weight
         hidden = int(tower.config.hidden_size)
         self.probe = nn.Linear(hidden, sum(len(g) for g in GROUPS))
+        self.concept_probe = nn.Linear(hidden, len(CONCEPTS))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         states = self.tower(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states
-        logits = self.probe(states[self.feature_layer][:, 1:].mean(1))  # CLS dropped, as LLaVA's "default"
-        losses, accs, start = [], {}, 0
+        tokens = states[self.feature_layer][:, 1:]  # (B, N, hidden)
+        logits = self.probe(tokens.mean(1))
+        losses, out, start = [], {}, 0
         for name, group, target in zip(("colour", "shape", "size"), GROUPS, batch["labels"].T):
             part = logits[:, start : start + len(group)].float()
             start += len(group)
             valid = target >= 0
             if valid.any():
                 losses.append(F.cross_entropy(part[valid], target[valid]))
-                accs[f"{name}_acc"] = (part[valid].argmax(-1) == target[valid]).float().mean()
-        return {"loss": torch.stack(losses).sum(), **accs}
+                out[f"{name}_acc"] = (part[valid].argmax(-1) == target[valid]).float().mean()
+        if "concepts" in batch:
+            rows = batch["concepts"][:, 0] >= 0
+            if rows.any():
+                scores = self.concept_probe(tokens[rows]).amax(1).float()  # (b, C): "some token shows it"
+                target = batch["concepts"][rows]
+                # summed over concepts (a mean over ~70 mostly-absent concepts would leave it no weight)
+                bce = F.binary_cross_entropy_with_logits(scores, target, reduction="sum") / len(target)
+                losses.append(self.concept_weight * bce)
+                out["pair_f1"] = _f1(scores[:, _PAIRS] > 0, target[:, _PAIRS] > 0.5)
+        return {"loss": torch.stack(losses).sum(), **out}
+
+
+def _f1(pred: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Micro F1 of boolean ``pred`` against ``gold`` (same shape)."""
+    hit = (pred & gold).sum()
+    return 2 * hit / (pred.sum() + gold.sum()).clamp_min(1)
 
 
 def collate_batch(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack :class:`SingleThingImages` items into ``pixel_values (B, 3, H, W)`` and ``labels (B, 3)``."""
+    """Stack warm-up items into ``pixel_values (B, 3, H, W)``, ``labels (B, 3)`` [, ``concepts (B, C)``]."""
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
 @torch.no_grad()
 def held_out_accuracy(
-    objective: VisionWarmupObjective, data: SingleThingImages, batch_size: int = 50
+    objective: VisionWarmupObjective, *datasets: Dataset, batch_size: int = 50
 ) -> dict[str, float]:
-    """Colour / shape / size accuracy of the probe on ``data`` (eval mode, restored afterwards)."""
+    """The objective's metrics on each dataset (eval mode, restored afterwards), as ``val_<metric>``:
+    colour / shape / size accuracy on single things, colour-shape pair F1 (``val_pair_f1``, the mean over
+    batches of ``batch_size`` scenes) on whole scenes. A metric is averaged over the items that have it."""
     was = objective.training
     objective.eval()
     sums: dict[str, float] = {}
-    batches = [list(range(i, min(i + batch_size, len(data)))) for i in range(0, len(data), batch_size)]
-    for idx in batches:
-        out = objective(collate_batch([data[i] for i in idx]))
-        for k, v in out.items():
-            if k.endswith("_acc"):
-                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+    counts: dict[str, int] = {}
+    for data in datasets:
+        for i in range(0, len(data), batch_size):  # type: ignore[arg-type]
+            idx = range(i, min(i + batch_size, len(data)))  # type: ignore[arg-type]
+            out = objective(collate_batch([data[j] for j in idx]))
+            for k, v in out.items():
+                if k != "loss":
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+                    counts[k] = counts.get(k, 0) + len(idx)
     objective.train(was)
-    return {f"val_{k}": v / len(data) for k, v in sums.items()}
+    return {f"val_{k}": v / counts[k] for k, v in sums.items()}
 
 
 def warm_up_vision(
@@ -191,49 +275,59 @@ def warm_up_vision(
 ) -> dict[str, float] | None:
     """Run ``cfg.phases`` on ``lmm.model.vision_tower`` (in place); phase runs go to ``<out>/vision/<k>-<phase>``.
 
-    Returns the held-out accuracies (200 ``val`` single things where the world puts them) after the
-    last phase, ``{}`` when there are no phases, or None when a phase was interrupted (its checkpoint
-    is written; ``resume=True`` continues it and skips finished phases).
+    Returns the held-out metrics after the last phase (see :func:`held_out_accuracy`: 200 ``val`` single
+    things where the world puts them, and 100 whole ``val`` scenes), ``{}`` when there are no phases, or
+    None when a phase was interrupted (its checkpoint is written; ``resume=True`` continues it and skips
+    finished phases).
     """
     tower = lmm.model.vision_tower
     # the tower's patch in world pixels (the processor resizes the 128-px scene to the tower's input)
     patch = int(tower.config.patch_size) * IMAGE_SIZE // int(tower.config.image_size)
     layer = int(getattr(lmm.config, "vision_feature_layer", -1))
-    held_out = SingleThingImages(split_seeds("val", 200), processor.image_processor, patch, "random")
+    val_seeds = split_seeds("val", 300)
+    held_out = (
+        SingleThingImages(val_seeds[:200], processor.image_processor, patch, "random"),
+        SceneImages(val_seeds[200:], processor.image_processor, patch, mix=False),
+    )
     seeds = seeds[: cfg.scenes]
-    objective = VisionWarmupObjective(tower, layer)
+    objective = VisionWarmupObjective(tower, layer, cfg.concept_weight)
     accuracy: dict[str, float] | None = {} if not cfg.phases else None
-    for k, (placement, steps) in enumerate(zip(cfg.phases, cfg.steps)):
+    for k, (placement, steps, lr) in enumerate(zip(cfg.phases, cfg.steps, cfg.phase_lrs())):
         folder = os.path.join(out, "vision", f"{k}-{placement}")
         done = os.path.join(folder, "warmup.safetensors")
-        if resume and os.path.isfile(done):  # finished earlier: reuse it (tower and probe)
+        if resume and os.path.isfile(done):  # finished earlier: reuse it (tower and probes)
             objective.load_state_dict(load_file(done))
             accuracy = None
             continue
-        data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
+        if placement == "scenes":
+            data: Dataset = SceneImages(seeds, processor.image_processor, patch)
+        else:
+            data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
         train = TrainConfig(
-            output_dir=folder, max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+            output_dir=folder, max_steps=steps, batch_size=cfg.batch_size, lr=lr,
             seed=seed + k, save_every_steps=200, log_every_steps=25,
         )  # fmt: skip
         # the loop evaluates once, at the end of the phase (logged as the phase's "eval" record)
         trainer = Trainer(
-            objective, data, collate_batch, train, eval_fn=lambda _m: held_out_accuracy(objective, held_out)
+            objective, data, collate_batch, train, eval_fn=lambda _m: held_out_accuracy(objective, *held_out)
         )
         result = trainer.train(resume=resume)
         if result.interrupted:
             return None
         save_file({n: t.detach().contiguous() for n, t in objective.state_dict().items()}, done)
         accuracy = dict(result.last_eval)
-    return accuracy if accuracy is not None else held_out_accuracy(objective, held_out)
+    return accuracy if accuracy is not None else held_out_accuracy(objective, *held_out)
 
 
 __all__ = [
     "GROUPS",
     "PLACEMENTS",
+    "SceneImages",
     "SingleThingImages",
     "VisionWarmupConfig",
     "VisionWarmupObjective",
     "collate_batch",
+    "concept_targets",
     "held_out_accuracy",
     "warm_up_vision",
     "word_labels",
