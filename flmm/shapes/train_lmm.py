@@ -32,7 +32,7 @@ from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
 from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
-from flmm.shapes.vision_warmup import PLACEMENTS, VisionWarmupConfig, warm_up_vision  # noqa: E402
+from flmm.shapes.vision_warmup import PLACEMENTS, VisionWarmupConfig, shipped_warmup, warm_up_vision  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -82,7 +82,7 @@ class LMMStageConfig:
     export_dtype: str = "float16"
     threads: int = 0
     concept_weight: float = 1.0
-    vision: VisionWarmupConfig = field(default_factory=VisionWarmupConfig)
+    vision: VisionWarmupConfig = field(default_factory=shipped_warmup)
     freeze_vision: bool = True
 
     def to_dict(self) -> dict:

@@ -63,7 +63,8 @@ _PAIRS = slice(len(SINGLE_CONCEPTS), len(CONCEPTS))  # the colour-shape pairs wi
 
 @dataclass
 class VisionWarmupConfig:
-    """The warm-up's phases (run in order) and their settings; ``phases=()`` turns it off.
+    """The warm-up's phases (run in order) and their settings; ``phases=()`` turns it off. The shipped
+    warm-up is :func:`shipped_warmup` (the LMM stage's default).
 
     Attributes:
         phases: placements, each in :data:`PLACEMENTS` (one may repeat, e.g. at a lower learning rate).
@@ -75,9 +76,9 @@ class VisionWarmupConfig:
         concept_weight: weight of the whole-scene concept loss (phase ``scenes``) against the word loss.
     """
 
-    phases: tuple[str, ...] = ("aligned", "jitter", "random", "random", "scenes")
-    steps: tuple[int, ...] = (400, 300, 700, 1000, 800)
-    lr: float | tuple[float, ...] = (1e-3, 1e-3, 1e-3, 3e-4, 5e-4)
+    phases: tuple[str, ...] = ("aligned", "jitter", "random")
+    steps: tuple[int, ...] = (400, 300, 700)
+    lr: float | tuple[float, ...] = 1e-3
     jitter_px: float = 2.0
     batch_size: int = 32
     scenes: int = 20_000
@@ -101,10 +102,22 @@ class VisionWarmupConfig:
 
     def phase_lrs(self) -> tuple[float, ...]:
         """The learning rate of each phase."""
+        if not self.phases:
+            return ()
         return tuple(self.lr) if isinstance(self.lr, tuple) else (float(self.lr),) * len(self.phases)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def shipped_warmup() -> VisionWarmupConfig:
+    """The warm-up of the shipped tiny LMM (run ``f6``, docs/training-log.md): single things at
+    patch-aligned positions, +-2 px, anywhere (twice: lr 1e-3 then 3e-4), then whole scenes."""
+    return VisionWarmupConfig(
+        phases=("aligned", "jitter", "random", "random", "scenes"),
+        steps=(400, 300, 700, 1000, 800),
+        lr=(1e-3, 1e-3, 1e-3, 3e-4, 5e-4),
+    )
 
 
 def word_labels(caption: str) -> torch.Tensor:
@@ -329,6 +342,7 @@ __all__ = [
     "collate_batch",
     "concept_targets",
     "held_out_accuracy",
+    "shipped_warmup",
     "warm_up_vision",
     "word_labels",
 ]
