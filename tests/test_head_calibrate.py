@@ -1,5 +1,7 @@
 """Keyword-threshold calibration on held-out narratives (shipped shapes-world LMM and head)."""
 
+from pathlib import Path
+
 import pytest
 
 from flmm.assets_path import resolve
@@ -9,6 +11,8 @@ from flmm.head.calibrate import calibrate_keyword_threshold
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
 from flmm.shapes.train_head import SHAPES_QUESTION
+
+SHIPPED_HEAD_CONFIG = Path(resolve("flmm:shapes/head")) / "config.json"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,8 @@ def test_head_stage_stores_the_calibrated_threshold(tmp_path):
         epochs=1,
         calibration_scenes=2,
         batch_size=2,
+        decoder_width=8,
+        canvas_size=32,
     )
     summary = train_head_stage(cfg)
     saved = json.loads((tmp_path / "stage" / "run" / "head" / "config.json").read_text())
@@ -60,3 +66,5 @@ def test_head_stage_stores_the_calibrated_threshold(tmp_path):
     chosen = next(r for r in summary["keyword_sweep"] if r["threshold"] == summary["keyword_threshold"])
     assert chosen["span_exact_f1"] == best
     assert saved["lmm"]["name"] == "flmm:shapes/lmm"  # portable names, not resolved paths
+    assert (saved["decoder_width"], saved["canvas_size"]) == (8, 32)  # the stage's sizes reach the head
+    assert HeadStageConfig().canvas_size == json.loads(SHIPPED_HEAD_CONFIG.read_text())["canvas_size"]

@@ -51,7 +51,7 @@ class HeadStageConfig:
     ref_scenes: int = 800
     narrative_scenes: int = 1200
     decoder_width: int = 16
-    canvas_size: int = 32
+    canvas_size: int = 64
     epochs: int = 3
     calibration_scenes: int = 60
     batch_size: int = 8
@@ -75,6 +75,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
             lmm.identity,
             sam,
             decoder_width=cfg.decoder_width,
+            canvas_size=cfg.canvas_size,
             question=SHAPES_QUESTION,
             phrase_separator=" ; ",
         ),
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "--canvas-size",
         type=int,
         default=d.canvas_size,
-        help="decoder canvas (16x16 token grids: 32 is 2x up)",
+        help="decoder canvas side in cells (16x16 token grids: 64 is 4x up)",
     )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument(
