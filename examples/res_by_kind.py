@@ -21,10 +21,9 @@ from flmm.evaluation import build_grounder
 from flmm.pipeline.loading import load_parts
 
 
-def res_by_kind(model: str | None = None, split: str = "test", n: int = 30) -> dict[tuple[str, str], dict]:
-    """``{(kind, "refined" | "decoder"): {"n", "ciou", "giou"}}`` for ``n`` scenes of ``split``."""
-    parts = load_parts(model, device="cpu")
-    grounder = build_grounder("f-lmm", parts.lmm, parts.head)
+def res_by_kind(grounder, split: str = "test", n: int = 30) -> dict[tuple[str, str], dict]:
+    """``{(kind, "refined" | "decoder"): {"n", "ciou", "giou"}}`` for ``n`` scenes of ``split``, with an
+    F-LMM ``grounder`` (:func:`flmm.evaluation.build_grounder`; its decoder masks are scored too)."""
     data = ShapesRES(split, n)
     sums: dict[tuple[str, str], list] = {}
     current = None
@@ -56,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=30, help="scenes")
     a = p.parse_args(argv)
     print("| kind | masks | expressions | cIoU | gIoU |\n| --- | --- | --- | --- | --- |")
-    for (kind, stage), m in res_by_kind(a.model, a.split, a.n).items():
+    parts = load_parts(a.model, device="cpu")
+    for (kind, stage), m in res_by_kind(build_grounder("f-lmm", parts.lmm, parts.head), a.split, a.n).items():
         print(f"| {kind} | {stage} | {m['n']} | {100 * m['ciou']:.1f} | {100 * m['giou']:.1f} |")
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from flmm.evaluation import build_grounder, evaluate
+from flmm.pipeline.loading import load_parts
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "res_by_kind.py"
 
 
@@ -15,19 +18,15 @@ def test_kinds_add_up_to_the_evaluation_of_the_same_scenes(monkeypatch, tmp_path
     spec = importlib.util.spec_from_file_location("res_by_kind", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    by_kind = module.res_by_kind(n=2)
+    parts = load_parts(None, device="cpu")  # the shipped model, loaded once for both
+    by_kind = module.res_by_kind(build_grounder("f-lmm", parts.lmm, parts.head), n=2)
     assert {k for k, _ in by_kind} <= {"attribute", "location", "relation"}
 
-    from flmm.evaluation import build_grounder, evaluate
-    from flmm.pipeline.loading import load_parts
-
-    parts = load_parts(None, device="cpu")
-    results = evaluate(
-        "shapes", build_grounder("f-lmm", parts.lmm, parts.head), n=2, tasks="res", out_dir=str(tmp_path)
-    )
+    grounder = build_grounder("f-lmm", parts.lmm, parts.head)
+    results = evaluate("shapes", grounder, n=2, tasks="res", out_dir=str(tmp_path))
     metrics = results["tasks"]["res/shapes-res/test"]["metrics"]
     for stage in ("refined", "decoder"):
-        parts_ = [m for (_, s), m in by_kind.items() if s == stage]
-        assert sum(m["n"] for m in parts_) == metrics[stage]["count"]
-        giou = sum(m["giou"] * m["n"] for m in parts_) / metrics[stage]["count"]
+        kinds = [m for (_, s), m in by_kind.items() if s == stage]
+        assert sum(m["n"] for m in kinds) == metrics[stage]["count"]
+        giou = sum(m["giou"] * m["n"] for m in kinds) / metrics[stage]["count"]
         assert giou == pytest.approx(metrics[stage]["giou"], abs=1e-6)

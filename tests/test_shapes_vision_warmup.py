@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from flmm.errors import ConfigError
-from flmm.shapes.concepts import CONCEPTS
+from flmm.shapes.concepts import CONCEPTS, concept_targets
 from flmm.shapes.lmm import build_lmm
 from flmm.shapes.vision_warmup import (
     GROUPS,
@@ -19,7 +19,6 @@ from flmm.shapes.vision_warmup import (
     VisionWarmupConfig,
     VisionWarmupObjective,
     collate_batch,
-    concept_targets,
     held_out_accuracy,
     warm_up_vision,
     word_labels,
@@ -56,6 +55,16 @@ def test_placements_move_only_the_first_thing_onto_the_patch_grid():
     assert item["pixel_values"].shape == (3, 32, 32) and item["labels"].shape == (3,)
 
 
+def _training_losses(objective, data, folder, steps: int) -> list[float]:
+    """Train ``objective`` on ``data`` for ``steps`` steps of 8 (lr 1e-2); the logged losses, in order."""
+    cfg = TrainConfig(
+        output_dir=str(folder), max_steps=steps, batch_size=8, lr=1e-2,
+        save_every_steps=0, log_every_steps=1, progress_bar=False,
+    )  # fmt: skip
+    Trainer(objective, data, collate_batch, cfg).train()
+    return [r["loss"] for r in read_log(cfg.output_dir, "train")]
+
+
 def test_bad_configs_raise():
     with pytest.raises(ConfigError, match="2 phases but 1"):
         VisionWarmupConfig(phases=("aligned", "random"), steps=(3,))
@@ -67,6 +76,8 @@ def test_bad_configs_raise():
         SingleThingImages([1], None, 8, "scenes")  # whole scenes are SceneImages
     with pytest.raises(ConfigError, match="one per phase"):
         VisionWarmupConfig(phases=("aligned", "random"), steps=(3, 3), lr=(1e-3, 1e-3, 1e-4))
+    with pytest.raises(ConfigError, match="step counts must be positive"):
+        VisionWarmupConfig(phases=("aligned",), steps=(0,))
     with pytest.raises(ConfigError, match="positive learning rate"):
         VisionWarmupConfig(phases=("aligned",), steps=(3,), lr=0.0)
     assert VisionWarmupConfig(phases=("random", "random"), steps=(3, 3), lr=(1e-3, 3e-4)).phase_lrs() == (
@@ -98,12 +109,7 @@ def test_scene_phase_lowers_the_concept_loss_and_reports_pair_f1(tmp_path):
     batch = collate_batch([data[i] for i in range(8)])
     out = objective(batch)
     assert {"loss", "colour_acc", "shape_acc", "pair_f1"} <= set(out) and torch.isfinite(out["loss"])
-    cfg = TrainConfig(
-        output_dir=str(tmp_path / "run"), max_steps=40, batch_size=8, lr=1e-2,
-        save_every_steps=0, log_every_steps=1, progress_bar=False,
-    )  # fmt: skip
-    Trainer(objective, data, collate_batch, cfg).train()
-    losses = [r["loss"] for r in read_log(cfg.output_dir, "train")]
+    losses = _training_losses(objective, data, tmp_path / "run", steps=40)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
     metrics = held_out_accuracy(
         objective, SceneImages(split_seeds("val", 4), processor.image_processor, 32, False)
@@ -116,17 +122,7 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     objective = VisionWarmupObjective(model.model.vision_tower)
     assert objective.probe.out_features == sum(len(g) for g in GROUPS)
     data = SingleThingImages(split_seeds("train", 8), processor.image_processor, 32, "aligned")
-    cfg = TrainConfig(
-        output_dir=str(tmp_path / "run"),
-        max_steps=30,
-        batch_size=8,
-        lr=1e-2,
-        save_every_steps=0,
-        log_every_steps=1,
-        progress_bar=False,
-    )
-    Trainer(objective, data, collate_batch, cfg).train()
-    losses = [r["loss"] for r in read_log(cfg.output_dir, "train")]
+    losses = _training_losses(objective, data, tmp_path / "run", steps=30)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
 
 
@@ -165,6 +161,8 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
     assert cfg.vision.phase_lrs() == (1e-3, 3e-4)
     with pytest.raises(SystemExit):  # three phases, two step counts
         parse_args(["--out", "x", "--vision-phases", "aligned,jitter,random", "--vision-steps", "2,1"])
+    with pytest.raises(SystemExit):  # a phase of no steps
+        parse_args(["--out", "x", "--vision-phases", "aligned", "--vision-steps", "0", "--vision-lr", "1e-3"])
     assert parse_args(["--out", "x"])[0].vision == LMMStageConfig().vision  # CLI defaults = shipped settings
     cfg = replace(
         cfg,

@@ -11,6 +11,8 @@ supervised detection). No mask, box or coordinate is involved; the probe is drop
 
 from __future__ import annotations
 
+import torch
+
 from flmm.world import COLORS, SHAPES, SIZES, STUFF_BOTTOM, STUFF_TOP
 
 SINGLE_CONCEPTS: tuple[str, ...] = (*COLORS, *SHAPES, *SIZES, *STUFF_TOP, *STUFF_BOTTOM)
@@ -40,3 +42,10 @@ def caption_concepts(text: str) -> list[int]:
                 found.add(CONCEPT_INDEX[f"{prev} {shape}"])
                 break
     return sorted(found)
+
+
+def concept_targets(text: str) -> torch.Tensor:
+    """``(len(CONCEPTS),)`` float32 multi-hot of the concepts ``text`` names (see :func:`caption_concepts`)."""
+    out = torch.zeros(len(CONCEPTS))
+    out[caption_concepts(text)] = 1.0
+    return out

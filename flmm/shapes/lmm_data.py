@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from transformers import LlavaProcessor
 
 from flmm.errors import ConfigError
-from flmm.shapes.concepts import CONCEPTS, caption_concepts
+from flmm.shapes.concepts import concept_targets
 from flmm.world import Scene, SceneSpec, narrative, qa_pairs, render, sample_spec
 
 CAPTION_PROMPTS: tuple[str, ...] = (
@@ -131,9 +131,7 @@ class ShapesChatDataset(Dataset):
         scene, messages = conversation(self.seeds[i], rng, self.cfg)
         sample = encode(self.processor, messages)
         # image-level concepts named by the scene's caption (text only; see flmm.shapes.concepts)
-        concepts = torch.zeros(len(CONCEPTS))
-        concepts[caption_concepts(narrative(scene).text)] = 1.0
-        sample["concepts"] = concepts
+        sample["concepts"] = concept_targets(narrative(scene).text)
         return sample
 
 

@@ -209,8 +209,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         p.error(
             f"--vision-steps / --vision-lr take comma-separated numbers, got {a.vision_steps!r} / {a.vision_lr!r}"
         )
-    if any(n < 1 for n in steps):
-        p.error(f"--vision-steps takes positive step counts, got {a.vision_steps!r}")
     try:
         vision = replace(d.vision, phases=phases, steps=steps, lr=lrs[0] if len(lrs) == 1 else lrs)
     except ConfigError as e:

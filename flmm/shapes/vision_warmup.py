@@ -42,7 +42,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from flmm.errors import ConfigError
-from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS, caption_concepts
+from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS, caption_concepts, concept_targets
 from flmm.train import TrainConfig, Trainer
 from flmm.world import (
     COLORS,
@@ -91,6 +91,8 @@ class VisionWarmupConfig:
         bad = [p for p in self.phases if p not in PLACEMENTS]
         if bad:
             raise ConfigError(f"vision warm-up: unknown placement(s) {bad}; choose from {PLACEMENTS}")
+        if any(n < 1 for n in self.steps):
+            raise ConfigError(f"vision warm-up: step counts must be positive, got {self.steps}")
         if not self.phases:  # off: nothing to check
             return
         lrs = (self.lr,) * len(self.phases) if isinstance(self.lr, (int, float)) else tuple(self.lr)
@@ -171,16 +173,9 @@ class SingleThingImages(Dataset):
         return {"pixel_values": pixels, "labels": word_labels(narrative(scene).text)}
 
 
-def concept_targets(caption: str) -> torch.Tensor:
-    """``(len(CONCEPTS),)`` float32 multi-hot of the concepts ``caption`` names (its text only)."""
-    out = torch.zeros(len(CONCEPTS))
-    out[caption_concepts(caption)] = 1.0
-    return out
-
-
 class SceneImages(Dataset):
     """Phase ``scenes``: even items are whole scenes ``seeds[i]`` with ``concepts`` (see
-    :func:`concept_targets`) and ``labels`` all -100; odd items are :class:`SingleThingImages` items
+    :func:`flmm.shapes.concepts.concept_targets`) and ``labels`` all -100; odd items are :class:`SingleThingImages` items
     (``random`` placement) with ``concepts`` all -1 (ignored); with ``mix=False`` every item is a whole
     scene. Every item has ``pixel_values (3, H, W)``, ``labels (3,)`` int64 and ``concepts (C,)``
     float32, so that a batch mixes both kinds."""
@@ -262,7 +257,7 @@ def collate_batch(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 
 @torch.no_grad()
 def held_out_accuracy(
-    objective: VisionWarmupObjective, *datasets: Dataset, batch_size: int = 50
+    objective: VisionWarmupObjective, *datasets: SingleThingImages | SceneImages, batch_size: int = 50
 ) -> dict[str, float]:
     """The objective's metrics on each dataset (eval mode, restored afterwards), as ``val_<metric>``:
     colour / shape / size accuracy on single things, colour-shape pair F1 (``val_pair_f1``, the mean over
@@ -272,8 +267,8 @@ def held_out_accuracy(
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for data in datasets:
-        for i in range(0, len(data), batch_size):  # type: ignore[arg-type]
-            idx = range(i, min(i + batch_size, len(data)))  # type: ignore[arg-type]
+        for i in range(0, len(data), batch_size):
+            idx = range(i, min(i + batch_size, len(data)))
             out = objective(collate_batch([data[j] for j in idx]))
             for k, v in out.items():
                 if k != "loss":
@@ -313,7 +308,7 @@ def warm_up_vision(
             accuracy = None
             continue
         if placement == "scenes":
-            data: Dataset = SceneImages(seeds, processor.image_processor, patch)
+            data: SingleThingImages | SceneImages = SceneImages(seeds, processor.image_processor, patch)
         else:
             data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
         train = TrainConfig(
@@ -340,7 +335,6 @@ __all__ = [
     "VisionWarmupConfig",
     "VisionWarmupObjective",
     "collate_batch",
-    "concept_targets",
     "held_out_accuracy",
     "shipped_warmup",
     "warm_up_vision",
