@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flmm.evaluation import build_grounder, evaluate
@@ -13,14 +14,30 @@ from flmm.pipeline.loading import load_parts
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "res_by_kind.py"
 
 
-def test_kinds_add_up_to_the_evaluation_of_the_same_scenes(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def _example():
     spec = importlib.util.spec_from_file_location("res_by_kind", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_found_is_the_most_overlapped_thing():
+    things = np.zeros((3, 8, 8), bool)
+    things[0, :4, :4], things[1, :4, 4:], things[2, 4:, :] = True, True, True
+    mask = np.zeros((8, 8), bool)
+    mask[:4, 2:8] = True  # 8 pixels on thing 0, 16 on thing 1
+    found = _example().found
+    assert found(mask, things, (1,)) and found(mask, things, (1, 2)) and not found(mask, things, (0,))
+    assert not found(np.zeros((8, 8), bool), things, (0, 1, 2))  # an empty mask finds nothing
+
+
+def test_kinds_add_up_to_the_evaluation_of_the_same_scenes(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    module = _example()
     parts = load_parts(None, device="cpu")  # the shipped model, loaded once for both
     by_kind = module.res_by_kind(build_grounder("f-lmm", parts.lmm, parts.head), n=2)
     assert {k for k, _ in by_kind} <= {"attribute", "location", "relation"}
+    assert all(0.0 <= m["found"] <= 1.0 for m in by_kind.values())
 
     grounder = build_grounder("f-lmm", parts.lmm, parts.head)
     results = evaluate("shapes", grounder, n=2, tasks="res", out_dir=str(tmp_path))
