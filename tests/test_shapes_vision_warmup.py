@@ -142,9 +142,13 @@ def test_phases_write_the_tower_and_resume_skips_finished_ones(tmp_path):
     # a resumed run reuses the finished phases: the tower comes back exactly, with no training
     fresh, _ = build_lmm(TINY, seed=2)
     again_acc = warm_up_vision(fresh, processor, cfg, split_seeds("train", 20), out, resume=True)
-    # recomputed, not read back; the 2-step probe's logits sit near 0, where float-level kernel
-    # differences can flip a few pair decisions
-    assert again_acc == pytest.approx(acc, abs=0.02)
+    assert again_acc is not None and again_acc.keys() == acc.keys()
+    # recomputed, not read back: the single-thing accuracies come back exactly; the 2-step concept
+    # probe's logits sit near 0, where float-level kernel differences can flip a few pair decisions
+    assert {k: v for k, v in again_acc.items() if k != "val_pair_f1"} == {
+        k: v for k, v in acc.items() if k != "val_pair_f1"
+    }
+    assert again_acc["val_pair_f1"] == pytest.approx(acc["val_pair_f1"], abs=0.02)
     again = fresh.model.vision_tower.state_dict()
     assert all(torch.equal(saved[k], again[k]) for k in saved)
 

@@ -57,7 +57,8 @@ from flmm.world import (
 )
 
 GROUPS: tuple[tuple[str, ...], ...] = (COLORS, SHAPES, SIZES)
-PLACEMENTS = ("aligned", "jitter", "random", "scenes")
+SINGLE_PLACEMENTS = ("aligned", "jitter", "random")  # where SingleThingImages puts its one thing
+PLACEMENTS = (*SINGLE_PLACEMENTS, "scenes")
 _PAIRS = slice(len(SINGLE_CONCEPTS), len(CONCEPTS))  # the colour-shape pairs within CONCEPTS
 
 
@@ -145,8 +146,8 @@ class SingleThingImages(Dataset):
     def __init__(
         self, seeds: list[int], image_processor, patch: int, placement: str, jitter_px: float = 0.0
     ) -> None:
-        if placement not in PLACEMENTS[:3]:
-            raise ConfigError(f"unknown placement {placement!r}; choose from {PLACEMENTS[:3]}")
+        if placement not in SINGLE_PLACEMENTS:
+            raise ConfigError(f"unknown placement {placement!r}; choose from {SINGLE_PLACEMENTS}")
         self.seeds, self.proc, self.patch = list(seeds), image_processor, patch
         self.placement, self.jitter_px = placement, jitter_px
 
@@ -330,6 +331,7 @@ def warm_up_vision(
 __all__ = [
     "GROUPS",
     "PLACEMENTS",
+    "SINGLE_PLACEMENTS",
     "SceneImages",
     "SingleThingImages",
     "VisionWarmupConfig",
