@@ -281,3 +281,37 @@ def test_shipped_lmm_names_the_shape_of_a_single_thing(monkeypatch):
     answers = answer_questions(model, processor, images, questions)
     assert set(answers) <= set(shapes)
     assert sum(a == s for a, s in zip(answers, shapes)) >= 8, answers
+
+
+def test_feature_layers_widen_the_projector_and_are_validated(tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(TINY, feature_layers=(0, -1))
+    model, processor = build_lmm(cfg)
+    assert model.config.vision_feature_layer == [0, -1]
+    assert model.model.multi_modal_projector.linear_1.in_features == 2 * cfg.vision_hidden
+    batch = encode(processor, [user_turn("describe the image .", Image.fromarray(sample_scene(0).image))])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"][None], pixel_values=batch["pixel_values"][None]).logits
+    assert torch.isfinite(logits).all()
+    assert build_lmm(TINY)[0].config.vision_feature_layer == -1  # one layer stays an int, as in LLaVA
+    for bad in ((), (5,), (-3,)):
+        with pytest.raises(ConfigError, match="feature_layers"):
+            build_lmm(replace(TINY, feature_layers=bad))
+
+
+def test_position_probe_reads_the_grid_only_when_the_tokens_carry_it():
+    from flmm.shapes.lmm_eval import position_probe
+
+    model, processor = build_lmm(TINY, seed=0)
+    embeddings = model.model.vision_tower.embeddings
+    seeds = split_seeds("val", 12)
+    with torch.no_grad():
+        embeddings.patch_embedding.weight.zero_()  # tokens = position embeddings only: exactly readable
+    acc = position_probe(model.eval(), processor, seeds[:8], seeds[8:])
+    assert set(acc) == {f"position_{n}_{a}_acc" for n in ("0", "1", "projector") for a in ("row", "col")}
+    assert acc["position_0_row_acc"] == 1.0 and acc["position_0_col_acc"] == 1.0
+    with torch.no_grad():
+        embeddings.position_embedding.weight.zero_()  # every token identical: nothing to read
+    acc = position_probe(model, processor, seeds[:8], seeds[8:])
+    assert acc["position_0_col_acc"] == acc["position_projector_col_acc"] == 1 / TINY.grid

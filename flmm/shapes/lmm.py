@@ -44,6 +44,10 @@ class ShapesLMMConfig:
             are the layers and heads whose attention F-LMM reads).
         text_intermediate: Llama MLP width.
         max_positions: longest sequence (256 visual tokens + text).
+        feature_layers: the ViT hidden states the projector reads (LLaVA's ``vision_feature_layer``;
+            several are concatenated). ``(-1,)``: the last layer only. ``(0, -1)`` adds the patch
+            embeddings, which still carry each token's grid position (the warm-up's pooled objectives
+            let the last layer drop it: docs/training-log.md, session 6).
     """
 
     image_size: int = 128
@@ -56,6 +60,7 @@ class ShapesLMMConfig:
     text_heads: int = 6
     text_intermediate: int = 512
     max_positions: int = 1024
+    feature_layers: tuple[int, ...] = (-1,)
 
     @property
     def grid(self) -> int:
@@ -74,6 +79,13 @@ class ShapesLMMConfig:
                 raise ConfigError(f"{name}_hidden {width} must be divisible by {name}_heads {heads}")
         if self.max_positions < self.grid**2 + 16:
             raise ConfigError(f"max_positions {self.max_positions} leaves no room for text after the image")
+        if not self.feature_layers or any(
+            not -self.vision_layers - 1 <= k <= self.vision_layers for k in self.feature_layers
+        ):
+            raise ConfigError(
+                f"feature_layers {self.feature_layers} must be non-empty hidden-state indices of a "
+                f"{self.vision_layers}-layer ViT (0 = patch embeddings, -1 = last layer)"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +117,7 @@ def build_llava_config(cfg: ShapesLMMConfig, tokenizer: PreTrainedTokenizerFast)
         pad_token_id=vocab[PAD],
         tie_word_embeddings=False,
     )
+    layers = list(cfg.feature_layers)  # one layer stays an int, as in LLaVA's own configs
     return LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -112,7 +125,7 @@ def build_llava_config(cfg: ShapesLMMConfig, tokenizer: PreTrainedTokenizerFast)
         image_seq_length=cfg.grid**2,
         # The tower is trained from scratch with the LM: its last layer is the trained one (LLaVA's -2
         # would leave the last ViT layer without gradient).
-        vision_feature_layer=-1,
+        vision_feature_layer=layers[0] if len(layers) == 1 else layers,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
     )

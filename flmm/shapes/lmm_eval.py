@@ -10,6 +10,10 @@ phrase's tokens and over all layers and heads, and compares it with the phrase's
 - mass ratio: attention mass on the mask (cells weighted by their mask coverage) divided by the
   mask's area fraction (1.0 = no better than uniform);
 - best head: the pointing game of the single (layer, head) map that points best on these scenes.
+
+The position probe asks whether the visual tokens the LM reads still say WHERE they are: a ridge
+classifier per axis (row, column of the grid) on each ViT hidden state and on the projector's output,
+fitted on some scenes and scored on others. Only the architecture's own token index is the label.
 """
 
 from __future__ import annotations
@@ -191,3 +195,53 @@ def grounding_probe(
         f"{prefix}_best_head": float(per_head.argmax()),
         f"{prefix}_n": float(len(hits)),
     }
+
+
+@torch.inference_mode()
+def position_probe(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    fit_seeds: list[int],
+    test_seeds: list[int],
+    ridge: float = 1.0,
+) -> dict[str, float]:
+    """How well a linear read-out recovers each visual token's grid row and column.
+
+    For every ViT hidden state ``k`` (0 = patch embeddings, CLS dropped) and for the projector's output
+    (``"projector"``, what the LM reads), a ridge-regularised least-squares classifier onto one-hot row
+    and column indices is fitted on the tokens of ``fit_seeds`` scenes and scored on ``test_seeds``.
+
+    Returns ``position_{layer}_{row|col}_acc`` (chance ``1 / grid``) for each layer.
+    """
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    layers = model.config.vision_feature_layer
+    layers = [layers] if isinstance(layers, int) else list(layers)
+
+    def features(seeds: list[int]) -> dict[str, torch.Tensor]:
+        rows: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for seed in seeds:
+            image = Image.fromarray(sample_scene(seed).image)
+            pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+            hidden = tower(pixels.to(tower.device, tower.dtype), output_hidden_states=True).hidden_states
+            states = [h[0, 1:] for h in hidden]
+            for k, h in enumerate(states):
+                rows[str(k)].append(h.float().cpu())
+            projected = projector(torch.cat([states[k] for k in layers], -1))
+            rows["projector"].append(projected.float().cpu())
+        return {k: torch.cat(v) for k, v in rows.items()}
+
+    fit, test = features(fit_seeds), features(test_seeds)
+    n = fit["0"].shape[0] // len(fit_seeds)
+    grid = int(round(n**0.5))
+    index = torch.arange(n)
+    out: dict[str, float] = {}
+    for name, x in fit.items():
+        x1 = torch.cat([x, torch.ones(len(x), 1)], 1).double()
+        gram = x1.T @ x1 + ridge * torch.eye(x1.shape[1], dtype=torch.float64)
+        y1 = torch.cat([test[name], torch.ones(len(test[name]), 1)], 1).double()
+        for axis, label in (("row", index // grid), ("col", index % grid)):
+            target = torch.nn.functional.one_hot(label.repeat(len(fit_seeds)), grid).double()
+            weights = torch.linalg.solve(gram, x1.T @ target)
+            hits = (y1 @ weights).argmax(1) == label.repeat(len(test_seeds))
+            out[f"position_{name}_{axis}_acc"] = float(hits.double().mean())
+    return out

@@ -175,6 +175,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d.model, name))
     p.add_argument("--text-intermediate", type=int, default=d.model.text_intermediate)
     p.add_argument("--patch-size", type=int, default=d.model.patch_size)
+    p.add_argument(
+        "--feature-layers",
+        default=",".join(str(k) for k in d.model.feature_layers),
+        help="ViT hidden states the projector reads, comma-separated (0: patch embeddings, -1: last)",
+    )
     p.add_argument("--export-dtype", default=d.export_dtype, choices=("float16", "float32"))
     p.add_argument(
         "--concept-weight", type=float, default=d.concept_weight, help="caption-concept loss on visual tokens"
@@ -213,8 +218,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         vision = replace(d.vision, phases=phases, steps=steps, lr=lrs[0] if len(lrs) == 1 else lrs)
     except ConfigError as e:
         p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr)")
+    try:
+        feature_layers = tuple(int(x) for x in a.feature_layers.split(",") if x.strip())
+    except ValueError:
+        p.error(f"--feature-layers takes comma-separated integers, got {a.feature_layers!r}")
     model = replace(
         d.model,
+        feature_layers=feature_layers,
         patch_size=a.patch_size,
         vision_hidden=a.vision_hidden,
         vision_layers=a.vision_layers,

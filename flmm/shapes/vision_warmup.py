@@ -292,7 +292,8 @@ def warm_up_vision(
     tower = lmm.model.vision_tower
     # the tower's patch in world pixels (the processor resizes the 128-px scene to the tower's input)
     patch = int(tower.config.patch_size) * IMAGE_SIZE // int(tower.config.image_size)
-    layer = int(getattr(lmm.config, "vision_feature_layer", -1))
+    layers = getattr(lmm.config, "vision_feature_layer", -1)
+    layer = int(layers if isinstance(layers, int) else layers[-1])  # the deepest layer the projector reads
     val_seeds = split_seeds("val", 300)
     held_out = (
         SingleThingImages(val_seeds[:200], processor.image_processor, patch, "random"),
