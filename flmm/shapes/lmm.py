@@ -46,8 +46,8 @@ class ShapesLMMConfig:
         max_positions: longest sequence (256 visual tokens + text).
         feature_layers: the ViT hidden states the projector reads (LLaVA's ``vision_feature_layer``;
             several are concatenated). ``(-1,)``: the last layer only. ``(0, -1)`` adds the patch
-            embeddings, which still carry each token's grid position (the warm-up's pooled objectives
-            let the last layer drop it: docs/training-log.md, session 6).
+            embeddings, which still carry each token's grid position where the last layer has lost
+            it (:func:`flmm.shapes.lmm_eval.position_probe`; docs/training-log.md, session 6).
     """
 
     image_size: int = 128
