@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from transformers import AutoProcessor, LlavaForConditionalGeneration
-
 from flmm.assets_path import resolve
+from flmm.shapes.lmm import load_lmm
 from flmm.shapes.lmm_eval import position_probe
 from flmm.world import split_seeds
 
@@ -27,12 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit", type=int, default=60, help="val scenes the read-out is fitted on")
     p.add_argument("--test", type=int, default=40, help="other val scenes it is scored on")
     a = p.parse_args(argv)
-    path = resolve(a.model)
-    model = LlavaForConditionalGeneration.from_pretrained(path).float().eval()
-    processor = AutoProcessor.from_pretrained(path)
+    model, processor = load_lmm(resolve(a.model))
     seeds = split_seeds("val", a.fit + a.test)
     acc = position_probe(model, processor, seeds[: a.fit], seeds[a.fit :])
-    names = sorted({k.split("_")[1] for k in acc}, key=lambda s: (s == "projector", s))
+    names = dict.fromkeys(k.split("_")[1] for k in acc)  # hidden states 0..L, then "projector"
     print(f"feature layers read by the projector: {model.config.vision_feature_layer}")
     print("| hidden state | row acc. | column acc. |\n| --- | --- | --- |")
     for name in names:

@@ -22,7 +22,6 @@ import numpy as np
 from flmm.data.shapes import ShapesRES
 from flmm.evaluation import build_grounder
 from flmm.pipeline.loading import load_parts
-from flmm.world import sample_scene
 
 
 def found(mask: np.ndarray, thing_masks: np.ndarray, referred: tuple[int, ...]) -> bool:
@@ -43,7 +42,7 @@ def res_by_kind(grounder, split: str = "test", n: int = 30) -> dict[tuple[str, s
         if sample.meta["seed"] != current:  # samples of one scene are consecutive: embed it once
             grounder.set_image(sample.load_image())
             current = sample.meta["seed"]
-            things = sample_scene(current).thing_masks
+            things = data.scene(current).thing_masks  # the dataset's cached scene: no second render
         out = grounder.ground_spans(
             grounder.question or sample.question, sample.answer, [o.spans for o in sample.objects]
         )

@@ -300,6 +300,16 @@ def test_feature_layers_widen_the_projector_and_are_validated(tmp_path):
             build_lmm(replace(TINY, feature_layers=bad))
 
 
+def test_feature_layers_flag_parses_and_rejects_non_numbers(capsys):
+    from flmm.shapes.train_lmm import parse_args
+
+    assert parse_args(["--out", "x"])[0].model.feature_layers == (-1,)
+    assert parse_args(["--out", "x", "--feature-layers", "0,-1"])[0].model.feature_layers == (0, -1)
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--feature-layers", "0,last"])
+    assert "--feature-layers takes comma-separated numbers, got '0,last'" in capsys.readouterr().err
+
+
 def test_position_probe_reads_the_grid_only_when_the_tokens_carry_it():
     from flmm.shapes.lmm_eval import position_probe
 

@@ -62,8 +62,9 @@ class _ShapesBase(GroundingDataset):
         # (DataLoader workers under the "spawn" start method pickle it)
         return _world()
 
-    def _scene(self, seed: int) -> Any:
-        # consecutive samples often share a scene (one per expression): keep the last one
+    def scene(self, seed: int) -> Any:
+        """The world's scene of ``seed`` (image, masks, spec). Consecutive samples often share a scene (one
+        per expression): the last one is kept."""
         if self._cached is None or self._cached[0] != seed:
             self._cached = (seed, self.world.sample_scene(seed))
         return self._cached[1]
@@ -126,12 +127,12 @@ class ShapesRES(_ShapesBase):
         super().__init__(split, n, check=check)
         self.mode, self.question, self.template = mode, question, template
         for seed in self.seeds:
-            exprs = self.world.referring_expressions(self._scene(seed), _rng(seed, "res"))
+            exprs = self.world.referring_expressions(self.scene(seed), _rng(seed, "res"))
             self._items.extend((seed, k) for k in range(len(exprs)))
 
     def _build(self, index: int) -> GroundingSample:
         seed, k = self._items[index]
-        scene = self._scene(seed)
+        scene = self.scene(seed)
         expr = self.world.referring_expressions(scene, _rng(seed, "res"))[k]
         if self.mode == "answer":
             question, answer, span = self.question, expr.text, [(0, len(expr.text))]
@@ -160,7 +161,7 @@ class ShapesNarratives(_ShapesBase):
 
     def _build(self, index: int) -> GroundingSample:
         seed = self._items[index]
-        scene = self._scene(seed)
+        scene = self.scene(seed)
         narr = self.world.narrative(scene, _rng(seed, "narrative"))
         objects = [
             GroundedObject(
@@ -199,13 +200,13 @@ class ShapesRefNarratives(_ShapesBase):
         super().__init__(split, n, check=check)
         self.question = question
         for seed in self.seeds:
-            m = len(self.world.referring_expressions(self._scene(seed), _rng(seed, "res")))
+            m = len(self.world.referring_expressions(self.scene(seed), _rng(seed, "res")))
             for start in range(0, m, max_expressions):
                 self._items.append((seed, start, min(m, start + max_expressions)))
 
     def _build(self, index: int) -> GroundingSample:
         seed, start, stop = self._items[index]
-        scene = self._scene(seed)
+        scene = self.scene(seed)
         exprs = self.world.referring_expressions(scene, _rng(seed, "res"))[start:stop]
         answer, spans = join_expressions([e.text for e in exprs], separator=" ; ", terminator=" .")
         objects = [_ref_object(e, scene, [span]) for e, span in zip(exprs, spans)]
@@ -220,11 +221,11 @@ class ShapesQA(_ShapesBase):
     def __init__(self, split: str, n: int, *, check: bool = True) -> None:
         super().__init__(split, n, check=check, require_objects=False)
         for seed in self.seeds:
-            pairs = self.world.qa_pairs(self._scene(seed), _rng(seed, "qa"))
+            pairs = self.world.qa_pairs(self.scene(seed), _rng(seed, "qa"))
             self._items.extend((seed, k) for k in range(len(pairs)))
 
     def _build(self, index: int) -> GroundingSample:
         seed, k = self._items[index]
-        scene = self._scene(seed)
+        scene = self.scene(seed)
         question, answer = self.world.qa_pairs(scene, _rng(seed, "qa"))[k]
         return self._sample(f"{self.name}/{seed}/{k}", seed, scene, question, answer, [])

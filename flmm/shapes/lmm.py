@@ -131,6 +131,13 @@ def build_llava_config(cfg: ShapesLMMConfig, tokenizer: PreTrainedTokenizerFast)
     )
 
 
+def feature_layers(config: LlavaConfig) -> list[int]:
+    """The ViT hidden-state indices a LLaVA config's projector reads, as a list (``vision_feature_layer`` is
+    an int for one layer, a list for several)."""
+    layers = config.vision_feature_layer
+    return [int(layers)] if isinstance(layers, int) else [int(k) for k in layers]
+
+
 def build_processor(cfg: ShapesLMMConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaProcessor:
     """A ``LlavaProcessor`` whose ``<image>`` expands to exactly ``grid**2`` tokens."""
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer()

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from flmm.shapes.lmm import feature_layers
 from flmm.shapes.lmm_data import CAPTION_PROMPTS, assistant_turn, user_turn
 from flmm.world import narrative, qa_items, referring_expressions, sample_scene
 
@@ -214,8 +215,7 @@ def position_probe(
     Returns ``position_{layer}_{row|col}_acc`` (chance ``1 / grid``) for each layer.
     """
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
-    layers = model.config.vision_feature_layer
-    layers = [layers] if isinstance(layers, int) else list(layers)
+    layers = feature_layers(model.config)
 
     def features(seeds: list[int]) -> dict[str, torch.Tensor]:
         rows: dict[str, list[torch.Tensor]] = defaultdict(list)

@@ -147,6 +147,14 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     return finish_run(out, final)
 
 
+def _numbers(p: argparse.ArgumentParser, flag: str, text: str, kind: type) -> tuple:
+    """``"400,300,700"`` -> ``(400, 300, 700)`` of ``kind``; a usage error naming ``flag`` otherwise."""
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        p.error(f"{flag} takes comma-separated numbers, got {text!r}")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world LMM (captions + QA only).")
     d = LMMStageConfig()
@@ -207,24 +215,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     )
     a = p.parse_args(argv)
     phases = tuple(x.strip() for x in a.vision_phases.split(",") if x.strip())
-    try:
-        steps = tuple(int(x) for x in a.vision_steps.split(",") if x.strip())
-        lrs = tuple(float(x) for x in a.vision_lr.split(",") if x.strip())
-    except ValueError:
-        p.error(
-            f"--vision-steps / --vision-lr take comma-separated numbers, got {a.vision_steps!r} / {a.vision_lr!r}"
-        )
+    steps = _numbers(p, "--vision-steps", a.vision_steps, int)
+    lrs = _numbers(p, "--vision-lr", a.vision_lr, float)
     try:
         vision = replace(d.vision, phases=phases, steps=steps, lr=lrs[0] if len(lrs) == 1 else lrs)
     except ConfigError as e:
         p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr)")
-    try:
-        feature_layers = tuple(int(x) for x in a.feature_layers.split(",") if x.strip())
-    except ValueError:
-        p.error(f"--feature-layers takes comma-separated integers, got {a.feature_layers!r}")
     model = replace(
         d.model,
-        feature_layers=feature_layers,
+        feature_layers=_numbers(p, "--feature-layers", a.feature_layers, int),
         patch_size=a.patch_size,
         vision_hidden=a.vision_hidden,
         vision_layers=a.vision_layers,

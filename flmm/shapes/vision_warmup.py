@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 
 from flmm.errors import ConfigError
 from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS, caption_concepts, concept_targets
+from flmm.shapes.lmm import feature_layers
 from flmm.train import TrainConfig, Trainer
 from flmm.world import (
     COLORS,
@@ -292,8 +293,7 @@ def warm_up_vision(
     tower = lmm.model.vision_tower
     # the tower's patch in world pixels (the processor resizes the 128-px scene to the tower's input)
     patch = int(tower.config.patch_size) * IMAGE_SIZE // int(tower.config.image_size)
-    layers = getattr(lmm.config, "vision_feature_layer", -1)
-    layer = int(layers if isinstance(layers, int) else layers[-1])  # the deepest layer the projector reads
+    layer = feature_layers(lmm.config)[-1]  # the deepest layer the projector reads
     val_seeds = split_seeds("val", 300)
     held_out = (
         SingleThingImages(val_seeds[:200], processor.image_processor, patch, "random"),
