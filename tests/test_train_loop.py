@@ -110,6 +110,21 @@ def test_only_trainable_parameters_change_and_are_saved(tmp_path):
     assert torch.equal(saved["net.0.weight"], model.net[0].weight.detach())
 
 
+def test_lr_scales_give_a_parameter_group_its_own_rate(tmp_path):
+    model = fresh_model()
+    model.lr_scales = {"net.3.": 10.0}  # the last layer learns 10x faster
+    first = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = make_config(str(tmp_path / "run"), max_steps=1, grad_accum_steps=1, warmup_ratio=0.0)
+    trainer = Trainer(model, NoisyRegression(), collate, cfg)
+    assert sorted(g["lr"] for g in trainer.optimizer.param_groups) == pytest.approx([3e-2, 3e-1])
+    trainer.train()
+    # AdamW's first step moves every weight by ~lr (sign of the gradient): 10x further in net.3
+    step = {
+        n: (p.detach() - first[n]).abs().max().item() for n, p in model.named_parameters() if p.requires_grad
+    }
+    assert step["net.3.weight"] == pytest.approx(10 * step["net.0.weight"], rel=0.05)
+
+
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_interrupt_and_resume_is_exact(tmp_path, precision):
     # 40 samples / (4 x 2 accumulation) = 5 optimizer steps per epoch: 12 steps cross epoch boundaries

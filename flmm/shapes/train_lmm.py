@@ -208,6 +208,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         help="peak learning rate of each vision warm-up phase, or one for all",
     )
     p.add_argument(
+        "--relation-weight",
+        type=float,
+        default=d.vision.relation_weight,
+        help="weight of the relation-question loss in the warm-up's 'relations' phase",
+    )
+    p.add_argument(
+        "--address-weight",
+        type=float,
+        default=d.vision.address_weight,
+        help="weight of the token-address loss in the warm-up's 'relations' phase",
+    )
+    p.add_argument(
         "--freeze-vision",
         action=argparse.BooleanOptionalAction,
         default=d.freeze_vision,
@@ -218,9 +230,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     steps = _numbers(p, "--vision-steps", a.vision_steps, int)
     lrs = _numbers(p, "--vision-lr", a.vision_lr, float)
     try:
-        vision = replace(d.vision, phases=phases, steps=steps, lr=lrs[0] if len(lrs) == 1 else lrs)
+        vision = replace(
+            d.vision,
+            phases=phases,
+            steps=steps,
+            lr=lrs[0] if len(lrs) == 1 else lrs,
+            relation_weight=a.relation_weight,
+            address_weight=a.address_weight,
+        )
     except ConfigError as e:
-        p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr)")
+        p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr, --relation-weight, --address-weight)")
     model = replace(
         d.model,
         feature_layers=_numbers(p, "--feature-layers", a.feature_layers, int),

@@ -23,6 +23,11 @@ linear probe reads every patch token and is max-pooled over them (multiple-insta
 pair is found only if one token carries both words. The other half are single things where the world
 put them, with the words' loss above, so that single-thing recognition is kept.
 
+Phase ``relations`` is phase ``scenes`` plus two terms of :mod:`flmm.shapes.relations` that keep WHERE
+in the tokens, which the pooled losses above let the tower forget: every token names its own grid
+address (``address_weight``; the same target for every image) and a probe answers the scenes' relation
+questions from the tokens (``relation_weight``; read from the question's text and its yes / no).
+
 Each phase is a run of :class:`flmm.train.Trainer` in ``<out>/vision/<k>-<phase>``, resumable, and writes
 ``warmup.safetensors`` (the tower as ``tower.*`` and both probes) when done; with ``resume`` a finished
 phase is loaded instead of re-run.
@@ -31,35 +36,31 @@ phase is loaded instead of re-run.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import Dataset
 
 from flmm.errors import ConfigError
-from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS, caption_concepts, concept_targets
+from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS
 from flmm.shapes.lmm import feature_layers
-from flmm.train import TrainConfig, Trainer
-from flmm.world import (
-    COLORS,
-    IMAGE_SIZE,
-    SHAPES,
-    SIZES,
-    SceneSpec,
-    narrative,
-    render,
-    sample_spec,
-    split_seeds,
+from flmm.shapes.relations import RelationProbe, TokenAddress
+from flmm.shapes.warmup_data import (
+    GROUPS,
+    SINGLE_PLACEMENTS,
+    SceneImages,
+    SingleThingImages,
+    collate_batch,
+    word_labels,
 )
+from flmm.train import TrainConfig, Trainer
+from flmm.world import IMAGE_SIZE, split_seeds
 
-GROUPS: tuple[tuple[str, ...], ...] = (COLORS, SHAPES, SIZES)
-SINGLE_PLACEMENTS = ("aligned", "jitter", "random")  # where SingleThingImages puts its one thing
-PLACEMENTS = (*SINGLE_PLACEMENTS, "scenes")
+SCENE_PLACEMENTS = ("scenes", "relations")  # whole-scene phases (SceneImages)
+PLACEMENTS = (*SINGLE_PLACEMENTS, *SCENE_PLACEMENTS)
 _PAIRS = slice(len(SINGLE_CONCEPTS), len(CONCEPTS))  # the colour-shape pairs within CONCEPTS
 
 
@@ -76,6 +77,8 @@ class VisionWarmupConfig:
         batch_size: per phase (AdamW, warm-up 3 % + cosine, clip 1.0, fp32).
         scenes: training scenes (seeds ``split_seeds("train", scenes)``, shared with the LMM stage).
         concept_weight: weight of the whole-scene concept loss (phase ``scenes``) against the word loss.
+        relation_weight: weight of the relation-question loss (phase ``relations``).
+        address_weight: weight of the token-address loss (phase ``relations``).
     """
 
     phases: tuple[str, ...] = ("aligned", "jitter", "random")
@@ -85,6 +88,8 @@ class VisionWarmupConfig:
     batch_size: int = 32
     scenes: int = 20_000
     concept_weight: float = 0.1
+    relation_weight: float = 1.0
+    address_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.phases, self.steps = tuple(self.phases), tuple(self.steps)
@@ -95,6 +100,11 @@ class VisionWarmupConfig:
             raise ConfigError(f"vision warm-up: unknown placement(s) {bad}; choose from {PLACEMENTS}")
         if any(n < 1 for n in self.steps):
             raise ConfigError(f"vision warm-up: step counts must be positive, got {self.steps}")
+        weights = (self.concept_weight, self.relation_weight, self.address_weight)
+        if min(weights) < 0:
+            raise ConfigError(
+                f"vision warm-up: loss weights must be >= 0, got {weights} (concept, relation, address)"
+            )
         if not self.phases:  # off: nothing to check
             return
         lrs = (self.lr,) * len(self.phases) if isinstance(self.lr, (int, float)) else tuple(self.lr)
@@ -124,82 +134,6 @@ def shipped_warmup() -> VisionWarmupConfig:
     )
 
 
-def word_labels(caption: str) -> torch.Tensor:
-    """``(3,)`` int64: indices of the caption's colour, shape and size words within :data:`GROUPS`
-    (-100 where the caption names none of the group)."""
-    named = {CONCEPTS[i] for i in caption_concepts(caption)}
-    out = []
-    for group in GROUPS:
-        hits = [k for k, w in enumerate(group) if w in named]
-        out.append(hits[0] if len(hits) == 1 else -100)
-    return torch.tensor(out, dtype=torch.long)
-
-
-class SingleThingImages(Dataset):
-    """Scene ``seeds[i]`` cut to its first thing, placed per ``placement``; items are
-    ``{"pixel_values": (3, 128, 128) float32, "labels": (3,) int64}`` (see :func:`word_labels`).
-
-    Positions are pixel centres ``(x, y)`` in the 128-px scene; ``aligned`` puts the centre on a patch
-    corner ``(patch * i, patch * j)`` with ``2 <= i, j <= 128 / patch - 2`` (``patch``: the tower's patch
-    side in scene pixels).
-    """
-
-    def __init__(
-        self, seeds: list[int], image_processor, patch: int, placement: str, jitter_px: float = 0.0
-    ) -> None:
-        if placement not in SINGLE_PLACEMENTS:
-            raise ConfigError(f"unknown placement {placement!r}; choose from {SINGLE_PLACEMENTS}")
-        self.seeds, self.proc, self.patch = list(seeds), image_processor, patch
-        self.placement, self.jitter_px = placement, jitter_px
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    def spec(self, i: int) -> SceneSpec:
-        """Scene ``seeds[i]`` with only its first thing, moved per the placement."""
-        spec = sample_spec(self.seeds[i])
-        thing = spec.things[0]
-        if self.placement != "random":
-            rng = np.random.default_rng([self.seeds[i], 11])
-            grid = IMAGE_SIZE // self.patch
-            x, y = (float(self.patch * rng.integers(2, grid - 1)) for _ in range(2))
-            if self.placement == "jitter":
-                x += rng.uniform(-self.jitter_px, self.jitter_px)
-                y += rng.uniform(-self.jitter_px, self.jitter_px)
-            thing = replace(thing, center=(x, y))
-        return replace(spec, things=(thing,))
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        scene = render(self.spec(i))
-        pixels = self.proc(images=scene.image, return_tensors="pt")["pixel_values"][0]
-        return {"pixel_values": pixels, "labels": word_labels(narrative(scene).text)}
-
-
-class SceneImages(Dataset):
-    """Phase ``scenes``: even items are whole scenes ``seeds[i]`` with ``concepts`` (see
-    :func:`flmm.shapes.concepts.concept_targets`) and ``labels`` all -100; odd items are :class:`SingleThingImages` items
-    (``random`` placement) with ``concepts`` all -1 (ignored); with ``mix=False`` every item is a whole
-    scene. Every item has ``pixel_values (3, H, W)``, ``labels (3,)`` int64 and ``concepts (C,)``
-    float32, so that a batch mixes both kinds."""
-
-    def __init__(self, seeds: list[int], image_processor, patch: int, mix: bool = True) -> None:
-        self.single = SingleThingImages(seeds, image_processor, patch, "random")
-        self.seeds, self.proc, self.mix = list(seeds), image_processor, mix
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if self.mix and i % 2:
-            return {**self.single[i], "concepts": torch.full((len(CONCEPTS),), -1.0)}
-        scene = render(sample_spec(self.seeds[i]))
-        return {
-            "pixel_values": self.proc(images=scene.image, return_tensors="pt")["pixel_values"][0],
-            "labels": torch.full((len(GROUPS),), -100, dtype=torch.long),
-            "concepts": concept_targets(narrative(scene).text),
-        }
-
-
 class VisionWarmupObjective(nn.Module):
     """The warm-up's losses on the tower's patch tokens (LLaVA's "default" features: CLS dropped).
 
@@ -208,19 +142,50 @@ class VisionWarmupObjective(nn.Module):
     * ``concepts (B, C)``, when in the batch: ``concept_weight`` x BCE (summed over concepts, averaged
       over rows) from ``concept_probe``, a linear layer on EVERY patch token max-pooled over tokens;
       rows whose first entry is negative are ignored.
+    * ``relations (B, R, FIELDS)``, when in the batch: ``relation_weight`` x the BCE of
+      ``relation_probe`` (:class:`flmm.shapes.relations.RelationProbe`) on the patch tokens, plus
+      ``address_weight`` x the token-address loss of ``address_probe`` (:class:`~flmm.shapes.relations.TokenAddress`).
 
     Args:
         tower: the LLaVA model's ``vision_tower`` (a ``CLIPVisionModel``), trained in place.
         feature_layer: LLaVA's ``vision_feature_layer`` (the hidden state its projector reads).
         concept_weight: weight of the concept loss.
+        relation_weight, address_weight: weights of the relation and token-address losses.
     """
 
-    def __init__(self, tower: Any, feature_layer: int = -1, concept_weight: float = 0.1) -> None:
+    def __init__(
+        self,
+        tower: Any,
+        feature_layer: int = -1,
+        concept_weight: float = 0.1,
+        relation_weight: float = 1.0,
+        address_weight: float = 1.0,
+    ) -> None:
         super().__init__()
-        self.tower, self.feature_layer, self.concept_weight = tower, feature_layer, concept_weight
+        self.tower, self.feature_layer = tower, feature_layer
+        self.weights = {"concept": concept_weight, "relation": relation_weight, "address": address_weight}
         hidden = int(tower.config.hidden_size)
         self.probe = nn.Linear(hidden, sum(len(g) for g in GROUPS))
         self.concept_probe = nn.Linear(hidden, len(CONCEPTS))
+        self.relation_probe = RelationProbe(hidden)
+        self.address_probe = TokenAddress(
+            hidden, int(tower.config.image_size) // int(tower.config.patch_size)
+        )
+        # the fresh relation probe learns at 30x the tower's rate (measured: at the tower's 3e-4 it stays
+        # at chance for 400 steps; alone on fixed tokens it needs ~1e-2); read by flmm.train.Trainer
+        self.lr_scales = {"relation_probe.": 30.0}
+
+    def load_phase(self, path: str) -> None:
+        """Load a finished phase's ``warmup.safetensors``; files written before the relation and address
+        probes existed lack only their weights, which then keep their initial values."""
+        missing, unexpected = self.load_state_dict(load_file(path), strict=False)
+        bad = [k for k in missing if not k.startswith(("relation_probe.", "address_probe."))] + list(
+            unexpected
+        )
+        if bad:
+            raise ConfigError(
+                f"{path} does not fit this warm-up (keys {bad[:4]}); re-run the phase without --resume"
+            )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         states = self.tower(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states
@@ -241,8 +206,15 @@ class VisionWarmupObjective(nn.Module):
                 target = batch["concepts"][rows]
                 # summed over concepts (a mean over ~70 mostly-absent concepts would leave it no weight)
                 bce = F.binary_cross_entropy_with_logits(scores, target, reduction="sum") / len(target)
-                losses.append(self.concept_weight * bce)
+                losses.append(self.weights["concept"] * bce)
                 out["pair_f1"] = _f1(scores[:, _PAIRS] > 0, target[:, _PAIRS] > 0.5)
+        if "relations" in batch:
+            answered = self.relation_probe(tokens, batch["relations"])
+            if answered is not None:
+                losses.append(self.weights["relation"] * answered[0])
+                out["relation_acc"] = answered[1]
+            address, out["address_row_acc"], out["address_col_acc"] = self.address_probe(tokens)
+            losses.append(self.weights["address"] * address)
         return {"loss": torch.stack(losses).sum(), **out}
 
 
@@ -250,11 +222,6 @@ def _f1(pred: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     """Micro F1 of boolean ``pred`` against ``gold`` (same shape)."""
     hit = (pred & gold).sum()
     return 2 * hit / (pred.sum() + gold.sum()).clamp_min(1)
-
-
-def collate_batch(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack warm-up items into ``pixel_values (B, 3, H, W)``, ``labels (B, 3)`` [, ``concepts (B, C)``]."""
-    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
 @torch.no_grad()
@@ -295,22 +262,27 @@ def warm_up_vision(
     patch = int(tower.config.patch_size) * IMAGE_SIZE // int(tower.config.image_size)
     layer = feature_layers(lmm.config)[-1]  # the deepest layer the projector reads
     val_seeds = split_seeds("val", 300)
+    relations = "relations" in cfg.phases
     held_out = (
         SingleThingImages(val_seeds[:200], processor.image_processor, patch, "random"),
-        SceneImages(val_seeds[200:], processor.image_processor, patch, mix=False),
+        SceneImages(val_seeds[200:], processor.image_processor, patch, mix=False, relations=relations),
     )
     seeds = seeds[: cfg.scenes]
-    objective = VisionWarmupObjective(tower, layer, cfg.concept_weight)
+    objective = VisionWarmupObjective(
+        tower, layer, cfg.concept_weight, cfg.relation_weight, cfg.address_weight
+    )
     accuracy: dict[str, float] | None = {} if not cfg.phases else None
     for k, (placement, steps, lr) in enumerate(zip(cfg.phases, cfg.steps, cfg.phase_lrs())):
         folder = os.path.join(out, "vision", f"{k}-{placement}")
         done = os.path.join(folder, "warmup.safetensors")
         if resume and os.path.isfile(done):  # finished earlier: reuse it (tower and probes)
-            objective.load_state_dict(load_file(done))
+            objective.load_phase(done)
             accuracy = None
             continue
-        if placement == "scenes":
-            data: SingleThingImages | SceneImages = SceneImages(seeds, processor.image_processor, patch)
+        if placement in SCENE_PLACEMENTS:
+            data: SingleThingImages | SceneImages = SceneImages(
+                seeds, processor.image_processor, patch, relations=placement == "relations"
+            )
         else:
             data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
         train = TrainConfig(

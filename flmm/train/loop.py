@@ -98,12 +98,27 @@ def _scalars(output: Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
+def _param_groups(model: torch.nn.Module, lr: float) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters, one per learning-rate factor (see ``Trainer``)."""
+    scales: dict[str, float] = dict(getattr(model, "lr_scales", {}))
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            factor = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(float(factor), []).append(p)
+    if not groups:
+        raise ConfigError("the model has no parameter with requires_grad=True: nothing to train")
+    return [{"params": ps, "lr": lr * f} for f, ps in groups.items()]
+
+
 class Trainer:
     """Trains the ``requires_grad`` parameters of ``model`` with AdamW + warm-up/cosine.
 
     Args:
         model: ``forward(batch) -> dict`` with a scalar ``"loss"`` tensor and optionally other scalars
-            (logged). ``batch`` is whatever ``collate_fn`` returns, moved to the device.
+            (logged). An attribute ``lr_scales: dict[str, float]`` (parameter-name prefix -> factor)
+            trains those parameters at ``factor x`` the learning rate, e.g. a fresh probe beside a
+            pre-trained tower. ``batch`` is whatever ``collate_fn`` returns, moved to the device.
         train_dataset: map-style dataset; its order is decided by the trainer (seeded by
             ``(config.seed, epoch)``, sharded over processes). If it has ``set_epoch(epoch)``, that is
             called before each epoch (also when resuming mid-epoch).
@@ -131,11 +146,14 @@ class Trainer:
         self.collate_fn = collate_fn
         self.accelerator = _make_accelerator(config)
         self.stop = StopRequest()
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError("the model has no parameter with requires_grad=True: nothing to train")
+        groups = _param_groups(model, config.lr)
+        params = [p for g in groups for p in g["params"]]
         optimizer = torch.optim.AdamW(
-            params, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+            groups,
+            lr=config.lr,
+            betas=config.betas,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
         )
         acc = self.accelerator
         self.sampler = ShardedBatchSampler(
