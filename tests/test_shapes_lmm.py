@@ -230,6 +230,21 @@ def test_concept_loss_reaches_the_vision_tower():
     assert model.lm_head.weight.grad is None  # the concept probe reads the visual tokens only
 
 
+def test_address_loss_reaches_the_projector_and_adds_to_the_loss():
+    model, processor = build_lmm(TINY, seed=2)
+    ds = ShapesChatDataset(split_seeds("train", 2), processor, ChatDataConfig(p_caption=1.0))
+    batch = ChatCollator(processor.tokenizer.pad_token_id)([ds[0], ds[1]])
+    objective = CausalLMObjective(model, concept_weight=0.5, address_weight=2.0)
+    out = objective(batch)
+    assert {"address_loss", "address_col_acc"} <= set(out) and torch.allclose(
+        out["loss"], out["lm_loss"] + 0.5 * out["concept_loss"] + 2.0 * out["address_loss"]
+    )
+    out["address_loss"].backward()
+    assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    assert model.lm_head.weight.grad is None
+    assert CausalLMObjective(model).address_probe is None  # off by default (the shipped LMM)
+
+
 def test_probe_and_generation_run_on_a_tiny_model():
     model, processor = build_lmm(TINY)
     model.eval()

@@ -126,7 +126,7 @@ def test_token_address_reads_the_grid_and_rejects_another_token_count():
     assert row == 1.0 and col == 1.0
     _, row, col = probe(torch.randn(64, 16, 32))  # tokens without their address: about chance (1/4)
     assert row < 0.4 and col < 0.4
-    with pytest.raises(ValueError, match="4x4 grid"):
+    with pytest.raises(ConfigError, match="4x4 grid"):
         probe(torch.zeros(1, 15, 32))
 
 
@@ -148,3 +148,6 @@ def test_the_lmm_stage_cli_sets_the_relation_phase_weights():
     assert (cfg.vision.relation_weight, cfg.vision.address_weight) == (0.5, 2.0)
     with pytest.raises(SystemExit):
         parse_args([*argv, "--address-weight", "-1"])
+    with pytest.raises(SystemExit):
+        parse_args([*argv, "--projector-address-weight", "-1"])
+    assert parse_args([*argv, "--projector-address-weight", "0.5"])[0].address_weight == 0.5

@@ -1,5 +1,6 @@
-"""Training objective of the tiny LMM: next-token loss on the assistant tokens, plus an optional
-image-level concept loss on the visual tokens (see :mod:`flmm.shapes.concepts`)."""
+"""Training objective of the tiny LMM: next-token loss on the assistant tokens, plus optional aids on
+the projected visual tokens: an image-level concept loss (see :mod:`flmm.shapes.concepts`) and a
+token-address loss (see :class:`flmm.shapes.relations.TokenAddress`)."""
 
 from __future__ import annotations
 
@@ -11,48 +12,60 @@ from torch.nn import functional as F
 
 from flmm.shapes.concepts import CONCEPTS
 from flmm.shapes.lmm_data import IGNORE_INDEX
+from flmm.shapes.relations import TokenAddress
 
 
 class CausalLMObjective(nn.Module):
     """Wraps a ``LlavaForConditionalGeneration`` for :class:`~flmm.train.Trainer`.
 
-    ``forward(batch)`` returns ``loss`` (= LM cross-entropy + ``concept_weight`` x concept BCE),
+    ``forward(batch)`` returns ``loss`` (= LM cross-entropy + ``concept_weight`` x concept BCE +
+    ``address_weight`` x address cross-entropy),
     ``lm_loss``, ``token_acc`` (greedy accuracy on the labelled tokens) and, with concepts,
-    ``concept_loss``. The concept probe is a linear layer on each projected visual token (the LM's
-    input), max-pooled over the tokens; it is only a training aid and is not part of the exported LMM.
+    ``concept_loss``, with the address term ``address_loss`` and ``address_col_acc``. The concept
+    probe is a linear layer on each projected visual token (the LM's input), max-pooled over the
+    tokens; the address probe asks each projected token for its own grid row and column. Both are
+    training aids only and not part of the exported LMM.
 
     Args:
         lmm: the LLaVA model (all of it trainable in this stage).
         concept_weight: weight of the concept loss (0 disables it and the probe).
+        address_weight: weight of the token-address loss (0 disables it and the probe).
     """
 
-    def __init__(self, lmm: Any, concept_weight: float = 0.0) -> None:
+    def __init__(self, lmm: Any, concept_weight: float = 0.0, address_weight: float = 0.0) -> None:
         super().__init__()
         self.lmm = lmm
-        self.concept_weight = concept_weight
+        self.concept_weight, self.address_weight = concept_weight, address_weight
         hidden = int(lmm.config.text_config.hidden_size)
         self.concept_probe = nn.Linear(hidden, len(CONCEPTS)) if concept_weight > 0 else None
+        vision = lmm.config.vision_config
+        grid = int(vision.image_size) // int(vision.patch_size)
+        self.address_probe = TokenAddress(hidden, grid) if address_weight > 0 else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         extra: dict[str, torch.Tensor] = {}
         inputs: dict[str, Any] = dict(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
         )
-        if self.concept_probe is not None:
-            # one ViT pass, shared by the probe and the LM
+        loss_terms: list[torch.Tensor] = []
+        if self.concept_probe is not None or self.address_probe is not None:
+            # one ViT pass, shared by the probes and the LM
             image = self.lmm.model.get_image_features(pixel_values=batch["pixel_values"], return_dict=True)
             tokens = torch.stack(list(image.pooler_output))  # (B, 256, hidden) projected visual tokens
-            logits = self.concept_probe(tokens).amax(dim=1)  # (B, C): "some token shows it"
-            extra["concept_loss"] = F.binary_cross_entropy_with_logits(
-                logits.float(), batch["concepts"].float()
-            )
+            if self.concept_probe is not None:
+                logits = self.concept_probe(tokens).amax(dim=1)  # (B, C): "some token shows it"
+                extra["concept_loss"] = F.binary_cross_entropy_with_logits(
+                    logits.float(), batch["concepts"].float()
+                )
+                loss_terms.append(self.concept_weight * extra["concept_loss"])
+            if self.address_probe is not None:
+                extra["address_loss"], _, extra["address_col_acc"] = self.address_probe(tokens)
+                loss_terms.append(self.address_weight * extra["address_loss"])
             inputs["mm_encoder_outputs"] = {"image": image}
         else:
             inputs["pixel_values"] = batch["pixel_values"]
         out = self.lmm(**inputs)
-        loss = out.loss
-        if extra:
-            loss = loss + self.concept_weight * extra["concept_loss"]
+        loss = out.loss + sum(loss_terms) if loss_terms else out.loss
         with torch.no_grad():
             target = batch["labels"][:, 1:]
             valid = target != IGNORE_INDEX

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flmm.errors import ConfigError
 from flmm.world import COLORS, SHAPES, SIZES, Scene, qa_items
 from flmm.world.describe import RELATIONS
 
@@ -132,7 +133,9 @@ class TokenAddress(nn.Module):
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = tokens.shape
         if n != self.grid * self.grid:
-            raise ValueError(f"TokenAddress: {n} tokens, expected a {self.grid}x{self.grid} grid")
+            raise ConfigError(
+                f"TokenAddress: {n} tokens, expected a {self.grid}x{self.grid} grid (tower image size / patch size)"
+            )
         logits = self.linear(tokens).float().reshape(b * n, 2, self.grid)
         index = torch.arange(n, device=tokens.device).repeat(b)
         targets = (index // self.grid, index % self.grid)  # row, column (raster order)

@@ -52,6 +52,8 @@ class LMMStageConfig:
         threads: torch intra-op threads (0: torch's default).
         concept_weight: weight of the image-level caption-concept loss (0: off); see
             :mod:`flmm.shapes.concepts`.
+        address_weight: weight of a token-address loss on the projected visual tokens (0: off, the
+            shipped); see :class:`flmm.shapes.relations.TokenAddress`.
         vision: the vision tower's warm-up on caption words before the LMM stage (no phases: off,
             ``--vision-phases "" --vision-steps ""`` on the command line); see
             :mod:`flmm.shapes.vision_warmup`.
@@ -82,6 +84,7 @@ class LMMStageConfig:
     export_dtype: str = "float16"
     threads: int = 0
     concept_weight: float = 1.0
+    address_weight: float = 0.0
     vision: VisionWarmupConfig = field(default_factory=shipped_warmup)
     freeze_vision: bool = True
 
@@ -121,7 +124,7 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     if cfg.freeze_vision:
         lmm.model.vision_tower.requires_grad_(False)
     dataset = ShapesChatDataset(seeds, processor, cfg.data)
-    objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight)
+    objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight, address_weight=cfg.address_weight)
 
     def periodic_eval(model: nn.Module) -> dict[str, float]:
         return evaluate(model.lmm, processor, cfg, eval_scenes=max(10, cfg.eval_scenes // 4))  # type: ignore[arg-type]
@@ -193,6 +196,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         "--concept-weight", type=float, default=d.concept_weight, help="caption-concept loss on visual tokens"
     )
     p.add_argument(
+        "--projector-address-weight",
+        type=float,
+        default=d.address_weight,
+        help="token-address loss on the projected visual tokens in the LMM stage (0: off)",
+    )
+    p.add_argument(
         "--vision-phases",
         default=",".join(d.vision.phases),
         help=f"the vision warm-up's phases in order, each one of {','.join(PLACEMENTS)} (empty: no warm-up)",
@@ -226,6 +235,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         help="keep the vision tower fixed in the LMM stage",
     )
     a = p.parse_args(argv)
+    if a.projector_address_weight < 0:
+        p.error(f"--projector-address-weight must be >= 0, got {a.projector_address_weight}")
     phases = tuple(x.strip() for x in a.vision_phases.split(",") if x.strip())
     steps = _numbers(p, "--vision-steps", a.vision_steps, int)
     lrs = _numbers(p, "--vision-lr", a.vision_lr, float)
@@ -266,6 +277,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         export_dtype=a.export_dtype,
         threads=a.threads,
         concept_weight=a.concept_weight,
+        address_weight=a.projector_address_weight,
         vision=vision,
         freeze_vision=a.freeze_vision,
     )
