@@ -80,13 +80,20 @@ class RelationProbe(nn.Module):
     relation logits compare the two averages: ``left of`` = ``scale * (x_b - x_a) + bias`` (likewise
     ``right of``, ``above``, ``below``). ``forward`` returns ``(loss, accuracy)``: mean BCE and accuracy
     over the rows whose relation index is >= 0, or ``None`` when there are none.
+
+    Args:
+        hidden: token width.
+        width: query / key width.
+        fixed_place: ``(N, 2)`` (x, y) of each token to use instead of the learnt read-out (a
+            diagnostic: e.g. the exact grid place, to ask whether a description finds its thing).
     """
 
-    def __init__(self, hidden: int, width: int = 64) -> None:
+    def __init__(self, hidden: int, width: int = 64, fixed_place: torch.Tensor | None = None) -> None:
         super().__init__()
         self.words = nn.Embedding(len(QUERY_WORDS), width, padding_idx=0)
         self.keys = nn.Linear(hidden, width)
         self.place = nn.Linear(hidden, 2)  # each token's (x, y), x to the right, y down
+        self.fixed_place = fixed_place
         self.scale = nn.Parameter(torch.tensor(4.0))
         self.bias = nn.Parameter(torch.zeros(len(RELATIONS)))
 
@@ -95,7 +102,8 @@ class RelationProbe(nn.Module):
         being the sum of the descriptor's word embeddings ``word_ids (B, R, 3)``."""
         query = self.words(word_ids).sum(-2)  # (B, R, width)
         logits = torch.einsum("brw,bnw->brn", query, self.keys(tokens)) * query.shape[-1] ** -0.5
-        return logits.softmax(-1) @ self.place(tokens)
+        where = self.place(tokens) if self.fixed_place is None else self.fixed_place.to(tokens)
+        return logits.softmax(-1) @ where
 
     def forward(self, tokens: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         valid = rows[..., 6] >= 0  # (B, R)
