@@ -1,17 +1,20 @@
-"""A relation-question probe for the vision warm-up: keeps WHERE things are in the tower's tokens.
+"""Two warm-up terms that keep WHERE things are in the tower's tokens: relation questions and token
+addresses (phase ``relations`` of :mod:`flmm.shapes.vision_warmup`).
 
 Why: measured with :func:`flmm.shapes.lmm_eval.position_probe`, the shipped tower's patch embeddings
 carry each token's grid column (61 % read-out, chance 6 %), its last layer almost none (9 %), and the
 projector output none (6.6 %): the warm-up's losses pool over tokens, so nothing keeps the position
 embeddings alive, and the LM cannot tell left from right (relation QA at chance in every LMM trained).
 
-The probe answers the world's relation QUESTIONS from the tower's tokens. Each question is read from
-its text only: ``"is the red circle left of the blue square ?" -> "yes"`` gives two descriptors (the
-words before and after the relation), the relation and the answer. A descriptor's words (size, colour,
-shape) are embedded and summed into a query; the query attends over the patch tokens (softmax) and pools
-the TOKENS themselves, so the pooled vector holds a position only if the tokens do. A small MLP on both
-pooled vectors scores the four relations; BCE against the answer. No mask, box or coordinate is given;
-the probe is dropped after the warm-up.
+:class:`RelationProbe` answers the world's relation QUESTIONS from the tokens. Each question is read
+from its text only: ``"is the red circle left of the blue square ?" -> "yes"`` gives two descriptors
+(the words before and after the relation), the relation and the answer. A descriptor's words (size,
+colour, shape) are embedded and summed into a query that attends over the tokens; a linear read-out
+of each token gives its (x, y), so the attended place exists only if the tokens hold it.
+:class:`TokenAddress` asks every token for its own grid row and column (the same target for every
+image). No mask, box or coordinate of a thing is given; both probes are dropped after training.
+Measured (docs/training-log.md, session 7): the address term keeps the place, the relation probe alone
+does not learn from yes / no answers in the warm-up's budget.
 """
 
 from __future__ import annotations
