@@ -5,6 +5,9 @@
   with its ``LlavaProcessor``; build, save and load in Hugging Face format.
 - :mod:`flmm.shapes.lmm_data`: caption / QA conversations of the shapes world (no grounding data).
 - :mod:`flmm.shapes.lmm_eval`: QA exact match and the attention grounding probe.
+- :mod:`flmm.shapes.vision_warmup` (data: :mod:`flmm.shapes.warmup_data`, probes:
+  :mod:`flmm.shapes.concepts`, :mod:`flmm.shapes.relations`): the ViT's warm-up before stage 1.
+- :mod:`flmm.shapes.relation_readout`: can a tower's fixed tokens answer relation questions?
 - :mod:`flmm.shapes.train_lmm`: stage 1, ``python -m flmm.shapes.train_lmm --out DIR``.
 
 The shipped weights live in ``flmm/assets/shapes/lmm`` (see :data:`LMM_ASSET_DIR`). Submodules are
