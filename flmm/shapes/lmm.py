@@ -30,6 +30,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from flmm.errors import ConfigError
 from flmm.shapes.tokenizer import BOS, EOS, IMAGE, PAD, build_tokenizer
+from flmm.world import IMAGE_SIZE
 
 
 @dataclass
@@ -136,6 +137,17 @@ def feature_layers(config: LlavaConfig) -> list[int]:
     an int for one layer, a list for several)."""
     layers = config.vision_feature_layer
     return [int(layers)] if isinstance(layers, int) else [int(k) for k in layers]
+
+
+def token_grid(vision_config) -> int:
+    """Visual tokens per side of a CLIP vision config (``image_size // patch_size``)."""
+    return int(vision_config.image_size) // int(vision_config.patch_size)
+
+
+def world_patch(vision_config) -> int:
+    """A ViT patch's side in shapes-world pixels (the processor resizes the 128-px scene to the tower's
+    input size)."""
+    return IMAGE_SIZE // token_grid(vision_config)
 
 
 def build_processor(cfg: ShapesLMMConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaProcessor:

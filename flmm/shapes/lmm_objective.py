@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flmm.shapes.concepts import CONCEPTS
+from flmm.shapes.lmm import token_grid
 from flmm.shapes.lmm_data import IGNORE_INDEX
 from flmm.shapes.relations import TokenAddress
 
@@ -38,8 +39,7 @@ class CausalLMObjective(nn.Module):
         self.concept_weight, self.address_weight = concept_weight, address_weight
         hidden = int(lmm.config.text_config.hidden_size)
         self.concept_probe = nn.Linear(hidden, len(CONCEPTS)) if concept_weight > 0 else None
-        vision = lmm.config.vision_config
-        grid = int(vision.image_size) // int(vision.patch_size)
+        grid = token_grid(lmm.config.vision_config)
         self.address_probe = TokenAddress(hidden, grid) if address_weight > 0 else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from flmm.errors import ConfigError
+from flmm.shapes.lmm import token_grid, world_patch
 from flmm.shapes.relations import RelationProbe
 from flmm.shapes.warmup_data import SceneImages, collate_batch
-from flmm.world import IMAGE_SIZE
 
 PLACES = ("learned", "exact")
 
@@ -24,8 +24,7 @@ PLACES = ("learned", "exact")
 @torch.no_grad()
 def _tokens(tower: Any, processor: Any, seeds: list[int], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(S, N, hidden)`` tokens of hidden state ``layer`` (CLS dropped) and ``(S, R, FIELDS)`` rows."""
-    patch = int(tower.config.patch_size) * IMAGE_SIZE // int(tower.config.image_size)
-    data = SceneImages(seeds, processor.image_processor, patch, mix=False, relations=True)
+    data = SceneImages(seeds, processor.image_processor, world_patch(tower.config), mix=False, relations=True)
     tokens, rows = [], []
     for start in range(0, len(data), 50):
         batch = collate_batch([data[i] for i in range(start, min(start + 50, len(data)))])
@@ -65,9 +64,8 @@ def relation_readout(
         raise ConfigError(f"place must be one of {PLACES}, got {place!r}")
     tower = model.model.vision_tower
     fit, test = (_tokens(tower, processor, s, layer) for s in (fit_seeds, test_seeds))
-    n = fit[0].shape[1]
-    grid = int(round(n**0.5))
-    index = torch.arange(n)
+    grid = token_grid(tower.config)
+    index = torch.arange(grid * grid)
     exact = torch.stack([index % grid, index // grid], -1).float() / grid  # (N, 2): x = column, y = row
     torch.manual_seed(seed)
     probe = RelationProbe(fit[0].shape[-1], fixed_place=exact if place == "exact" else None)

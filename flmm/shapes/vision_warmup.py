@@ -46,7 +46,7 @@ from torch.nn import functional as F
 
 from flmm.errors import ConfigError
 from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS
-from flmm.shapes.lmm import feature_layers
+from flmm.shapes.lmm import feature_layers, token_grid, world_patch
 from flmm.shapes.relations import RelationProbe, TokenAddress
 from flmm.shapes.warmup_data import (
     GROUPS,
@@ -57,7 +57,7 @@ from flmm.shapes.warmup_data import (
     word_labels,
 )
 from flmm.train import TrainConfig, Trainer
-from flmm.world import IMAGE_SIZE, split_seeds
+from flmm.world import split_seeds
 
 SCENE_PLACEMENTS = ("scenes", "relations")  # whole-scene phases (SceneImages)
 PLACEMENTS = (*SINGLE_PLACEMENTS, *SCENE_PLACEMENTS)
@@ -168,9 +168,7 @@ class VisionWarmupObjective(nn.Module):
         self.probe = nn.Linear(hidden, sum(len(g) for g in GROUPS))
         self.concept_probe = nn.Linear(hidden, len(CONCEPTS))
         self.relation_probe = RelationProbe(hidden)
-        self.address_probe = TokenAddress(
-            hidden, int(tower.config.image_size) // int(tower.config.patch_size)
-        )
+        self.address_probe = TokenAddress(hidden, token_grid(tower.config))
         # the fresh relation probe learns at 30x the tower's rate (measured: at the tower's 3e-4 it stays
         # at chance for 400 steps; alone on fixed tokens it needs ~1e-2); read by flmm.train.Trainer
         self.lr_scales = {"relation_probe.": 30.0}
@@ -258,8 +256,7 @@ def warm_up_vision(
     finished phases).
     """
     tower = lmm.model.vision_tower
-    # the tower's patch in world pixels (the processor resizes the 128-px scene to the tower's input)
-    patch = int(tower.config.patch_size) * IMAGE_SIZE // int(tower.config.image_size)
+    patch = world_patch(tower.config)
     layer = feature_layers(lmm.config)[-1]  # the deepest layer the projector reads
     val_seeds = split_seeds("val", 300)
     relations = "relations" in cfg.phases
