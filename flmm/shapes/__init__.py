@@ -8,6 +8,8 @@
 - :mod:`flmm.shapes.vision_warmup` (data: :mod:`flmm.shapes.warmup_data`, probes:
   :mod:`flmm.shapes.concepts`, :mod:`flmm.shapes.relations`): the ViT's warm-up before stage 1.
 - :mod:`flmm.shapes.relation_readout`: can a tower's fixed tokens answer relation questions?
+- :mod:`flmm.shapes.oracle`: ground-truth visual tokens in place of the tower (what the LM stage can
+  learn when vision is perfect; ``examples/oracle_lmm.py``).
 - :mod:`flmm.shapes.train_lmm`: stage 1, ``python -m flmm.shapes.train_lmm --out DIR``.
 
 The shipped weights live in ``flmm/assets/shapes/lmm`` (see :data:`LMM_ASSET_DIR`). Submodules are

@@ -130,9 +130,15 @@ class ShapesChatDataset(Dataset):
         rng = np.random.default_rng([self.seeds[i], i, 7])
         scene, messages = conversation(self.seeds[i], rng, self.cfg)
         sample = encode(self.processor, messages)
+        sample["pixel_values"] = self.pixels(scene, sample["pixel_values"])
         # image-level concepts named by the scene's caption (text only; see flmm.shapes.concepts)
         sample["concepts"] = concept_targets(narrative(scene).text)
         return sample
+
+    def pixels(self, scene: Scene, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The item's ``pixel_values (3, H, W)``: the processed image (a subclass may put what its model
+        reads in their place, see :class:`flmm.shapes.oracle.OracleChatDataset`)."""
+        return pixel_values
 
 
 def collate_chat(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -21,7 +22,7 @@ from flmm.train import TrainConfig, Trainer, TrainResult
 
 
 def add_loop_args(p: argparse.ArgumentParser, defaults: TrainConfig, batch_help: str | None = None) -> None:
-    """Add ``--out --steps --batch-size --lr --warmup --minutes --eval-every --precision --seed --threads --resume``
+    """Add ``--out --steps --batch-size --lr --warmup --minutes --eval-every --precision --seed --threads --workers --resume``
     with ``defaults``' values."""
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--steps", type=int, default=defaults.max_steps)
@@ -45,23 +46,51 @@ def add_loop_args(p: argparse.ArgumentParser, defaults: TrainConfig, batch_help:
     p.add_argument("--precision", default=defaults.mixed_precision, choices=("no", "bf16"))
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.num_workers,
+        help="DataLoader worker processes that render scenes beside the training step (0: in the main process)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
 
 
-def loop_config(a: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
-    """``defaults`` with the values of parsed :func:`add_loop_args` flags."""
-    return replace(
-        defaults,
-        output_dir=a.out,
-        seed=a.seed,
-        max_steps=a.steps,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        warmup_ratio=a.warmup,
-        mixed_precision=a.precision,
-        eval_every_steps=a.eval_every,
-        max_minutes=a.minutes,
-    )
+# TrainConfig field -> the flag of add_loop_args that sets it (to name the flag in a usage error)
+_FLAGS = {
+    "max_steps": "--steps",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "warmup_ratio": "--warmup",
+    "eval_every_steps": "--eval-every",
+    "max_minutes": "--minutes",
+    "num_workers": "--workers",
+}
+
+
+def loop_config(
+    a: argparse.Namespace, defaults: TrainConfig, parser: argparse.ArgumentParser | None = None
+) -> TrainConfig:
+    """``defaults`` with the values of parsed :func:`add_loop_args` flags. An invalid value is a usage
+    error of ``parser`` naming the flag (a :class:`~flmm.errors.ConfigError` without a parser)."""
+    try:
+        return replace(
+            defaults,
+            output_dir=a.out,
+            seed=a.seed,
+            max_steps=a.steps,
+            batch_size=a.batch_size,
+            lr=a.lr,
+            warmup_ratio=a.warmup,
+            mixed_precision=a.precision,
+            eval_every_steps=a.eval_every,
+            max_minutes=a.minutes,
+            num_workers=a.workers,
+        )
+    except ConfigError as e:
+        if parser is None:
+            raise
+        flags = [flag for field, flag in _FLAGS.items() if re.search(rf"\b{field}\b", str(e))]
+        parser.error(f"{' / '.join(flags) or 'training loop'}: {e}")
 
 
 def start_run(stage_config: dict[str, Any], out: str, export_dtype: str, threads: int) -> None:

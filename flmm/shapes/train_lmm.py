@@ -75,6 +75,7 @@ class LMMStageConfig:
             save_every_steps=250,
             eval_every_steps=600,
             log_every_steps=25,
+            num_workers=1,  # renders the next batch beside the step: 1.31x faster (docs/benchmarks.md)
         )
     )
     train_scenes: int = 60_000
@@ -269,7 +270,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     cfg = LMMStageConfig(
         model=model,
         data=data,
-        train=loop_config(a, d.train),
+        train=loop_config(a, d.train, p),
         train_scenes=a.train_scenes,
         eval_scenes=a.eval_scenes,
         probe_scenes=a.probe_scenes,

@@ -226,7 +226,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SamStageConfig, bool, str
     cfg = SamStageConfig(
         model=model,
         data=replace(d.data, p_box=a.p_box, p_point=a.p_point, p_box_mask=a.p_box_mask),
-        train=loop_config(a, d.train),
+        train=loop_config(a, d.train, p),
         train_scenes=a.train_scenes,
         eval_scenes=a.eval_scenes,
         val_scenes=a.val_scenes,
