@@ -25,6 +25,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from flmm.errors import InputError
+from flmm.shapes.lmm import token_grid
 from flmm.shapes.lmm_data import ChatDataConfig, ShapesChatDataset
 from flmm.world import COLORS, SHAPES, SIZES, STUFF_BOTTOM, STUFF_TOP, Scene, sample_scene
 
@@ -80,7 +81,7 @@ class OracleTower(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.config = config
-        self.grid = config.image_size // config.patch_size
+        self.grid = token_grid(config)
         self.registry: dict[bytes, torch.Tensor] = {}
 
     def remember(self, scene: Scene, pixels: torch.Tensor) -> None:
