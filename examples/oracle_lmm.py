@@ -12,18 +12,12 @@ expressions). Results go to ``<out>/eval.json``. Nothing is exported: the tower 
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
 
 from flmm.shapes.lmm import build_lmm, token_grid
-from flmm.shapes.lmm_data import ChatCollator
-from flmm.shapes.lmm_objective import CausalLMObjective
 from flmm.shapes.oracle import OracleChatDataset, OracleTower, remember_scenes
-from flmm.shapes.stage import start_run
-from flmm.shapes.train_lmm import evaluate, parse_args
-from flmm.train import Trainer
+from flmm.shapes.stage import finish_run, start_run, train_timed
+from flmm.shapes.train_lmm import evaluate, lm_stage_trainer, parse_args
 from flmm.world import split_seeds
 
 
@@ -37,25 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     remember_scenes(tower, processor, split_seeds("val", cfg.eval_scenes + cfg.probe_scenes))
     seeds = split_seeds("train", cfg.train_scenes)
     data = OracleChatDataset(seeds, processor, cfg.data, grid=token_grid(vision), hidden=vision.hidden_size)
-    objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight, address_weight=cfg.address_weight)
-
-    def periodic_eval(model) -> dict[str, float]:
-        return evaluate(model.lmm, processor, cfg, eval_scenes=max(10, cfg.eval_scenes // 4))
-
-    eval_fn = periodic_eval if cfg.train.eval_every_steps else None
-    trainer = Trainer(
-        objective, data, ChatCollator(processor.tokenizer.pad_token_id), cfg.train, eval_fn=eval_fn
-    )
-    start = time.time()
-    result = trainer.train(resume=resume)
-    if result.interrupted:
-        print("[oracle_lmm] interrupted; resume with --resume")
+    result, minutes = train_timed("oracle_lmm", lm_stage_trainer(lmm, processor, cfg, data), resume)
+    if result.interrupted:  # train_timed said how to resume
         return 130
     final = evaluate(lmm, processor, cfg)
-    final.update(train_minutes_this_call=(time.time() - start) / 60, steps=float(result.state.global_step))
-    with open(os.path.join(cfg.train.output_dir, "eval.json"), "w") as f:
-        json.dump(final, f, indent=2)
-    print(json.dumps({k: round(v, 4) for k, v in final.items()}, indent=1))
+    final.update(train_minutes_this_call=minutes, steps=float(result.state.global_step))
+    finish_run(cfg.train.output_dir, final)
     return 0
 
 

@@ -110,6 +110,19 @@ def evaluate(
     return results
 
 
+def lm_stage_trainer(lmm: nn.Module, processor, cfg: LMMStageConfig, dataset: ShapesChatDataset) -> Trainer:
+    """The LMM stage's :class:`~flmm.train.Trainer` of ``lmm`` on ``dataset`` (next-token loss plus the
+    configured aids; a held-out check on ``val`` scenes every ``cfg.train.eval_every_steps``)."""
+    objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight, address_weight=cfg.address_weight)
+
+    def periodic_eval(model: nn.Module) -> dict[str, float]:
+        return evaluate(model.lmm, processor, cfg, eval_scenes=max(10, cfg.eval_scenes // 4))  # type: ignore[arg-type]
+
+    eval_fn = periodic_eval if cfg.train.eval_every_steps else None
+    collate = ChatCollator(processor.tokenizer.pad_token_id)
+    return Trainer(objective, dataset, collate, cfg.train, eval_fn=eval_fn)
+
+
 def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     """Train, export ``<out>/hf`` and return the final evaluation (also written to ``<out>/eval.json``)."""
     out = cfg.train.output_dir
@@ -124,15 +137,7 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     warm_minutes = (time.time() - start) / 60
     if cfg.freeze_vision:
         lmm.model.vision_tower.requires_grad_(False)
-    dataset = ShapesChatDataset(seeds, processor, cfg.data)
-    objective = CausalLMObjective(lmm, concept_weight=cfg.concept_weight, address_weight=cfg.address_weight)
-
-    def periodic_eval(model: nn.Module) -> dict[str, float]:
-        return evaluate(model.lmm, processor, cfg, eval_scenes=max(10, cfg.eval_scenes // 4))  # type: ignore[arg-type]
-
-    eval_fn = periodic_eval if cfg.train.eval_every_steps else None
-    collate = ChatCollator(processor.tokenizer.pad_token_id)
-    trainer = Trainer(objective, dataset, collate, cfg.train, eval_fn=eval_fn)
+    trainer = lm_stage_trainer(lmm, processor, cfg, ShapesChatDataset(seeds, processor, cfg.data))
     result, train_minutes = train_timed("train_lmm", trainer, resume)
     if result.interrupted:
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
