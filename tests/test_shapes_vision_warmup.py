@@ -160,7 +160,9 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
     from flmm.shapes.train_lmm import LMMStageConfig, parse_args, train_lmm
 
     argv = ["--out", str(tmp_path), "--vision-phases", "aligned,scenes", "--vision-steps", "2,1"]
-    cfg, _ = parse_args([*argv, "--vision-lr", "1e-3,3e-4", "--freeze-vision", "--steps", "2"])
+    cfg, _ = parse_args(
+        [*argv, "--vision-lr", "1e-3,3e-4", "--freeze-vision", "--steps", "2", "--text-steps", "2"]
+    )
     assert cfg.vision.phases == ("aligned", "scenes") and cfg.vision.steps == (2, 1) and cfg.freeze_vision
     assert cfg.vision.phase_lrs() == (1e-3, 3e-4)
     with pytest.raises(SystemExit):  # three phases, two step counts
@@ -172,6 +174,7 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
         cfg,
         model=TINY,
         vision=replace(cfg.vision, batch_size=2, scenes=8),
+        text=replace(cfg.text, batch_size=2, val_conversations=2),
         train=replace(cfg.train, batch_size=2, eval_every_steps=0, save_every_steps=0, progress_bar=False),
         train_scenes=8,
         eval_scenes=2,
@@ -179,7 +182,8 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
         export_dtype="float32",
     )
     final = train_lmm(cfg)
-    assert {"vision_warmup_val_shape_acc", "qa_acc"} <= set(final)
+    assert {"vision_warmup_val_shape_acc", "text_phase_text_token_acc", "qa_acc"} <= set(final)
+    assert os.path.isfile(os.path.join(tmp_path, "text", "text.safetensors"))  # warm-up, text, then LMM
     file = os.path.join(tmp_path, "vision", "1-scenes", "warmup.safetensors")
     warmed = {k.removeprefix("tower."): v for k, v in load_file(file).items() if k.startswith("tower.")}
     exported, _ = load_lmm(os.path.join(tmp_path, "hf"))

@@ -7,6 +7,8 @@
 - :mod:`flmm.shapes.lmm_eval`: QA exact match and the attention grounding probe.
 - :mod:`flmm.shapes.vision_warmup` (data: :mod:`flmm.shapes.warmup_data`, probes:
   :mod:`flmm.shapes.concepts`, :mod:`flmm.shapes.relations`): the ViT's warm-up before stage 1.
+- :mod:`flmm.shapes.text_pretrain`: the Llama's text-only phase on scenes told in words, before it
+  sees images.
 - :mod:`flmm.shapes.relation_readout`: can a tower's fixed tokens answer relation questions?
 - :mod:`flmm.shapes.oracle`: ground-truth visual tokens in place of the tower (what the LM stage can
   learn when vision is perfect; ``examples/oracle_lmm.py``).

@@ -104,13 +104,17 @@ def conversation(seed: int, index_rng: np.random.Generator, cfg: ChatDataConfig)
 
 def encode(processor: LlavaProcessor, messages: list[dict]) -> dict[str, torch.Tensor]:
     """Tokenise a conversation: ``input_ids`` / ``labels`` ``(L,)`` int64 (labels are -100 outside the
-    assistant answers and their ``</s>``), ``pixel_values`` ``(3, 128, 128)`` float32."""
+    assistant answers and their ``</s>``) and, when it has an image, ``pixel_values`` ``(3, 128, 128)``
+    float32."""
     out = processor.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt"
     )
     ids = out["input_ids"][0]
     labels = torch.where(out["assistant_masks"][0].bool(), ids, torch.full_like(ids, IGNORE_INDEX))
-    return {"input_ids": ids, "labels": labels, "pixel_values": out["pixel_values"][0]}
+    sample = {"input_ids": ids, "labels": labels}
+    if "pixel_values" in out:
+        sample["pixel_values"] = out["pixel_values"][0]
+    return sample
 
 
 class ShapesChatDataset(Dataset):
@@ -143,7 +147,7 @@ class ShapesChatDataset(Dataset):
 
 def collate_chat(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a list of :func:`encode` outputs: ``input_ids``, ``labels``, ``attention_mask`` ``(B, L)``,
-    ``pixel_values`` ``(B, 3, H, W)`` and, when the samples have them, ``concepts`` ``(B, C)`` float."""
+    and, when the samples have them, ``pixel_values`` ``(B, 3, H, W)`` and ``concepts`` ``(B, C)`` float."""
     length = max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
     labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
@@ -151,14 +155,10 @@ def collate_chat(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[st
     for b, s in enumerate(samples):
         n = len(s["input_ids"])
         ids[b, :n], labels[b, :n], mask[b, :n] = s["input_ids"], s["labels"], 1
-    batch = {
-        "input_ids": ids,
-        "labels": labels,
-        "attention_mask": mask,
-        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
-    }
-    if all("concepts" in s for s in samples):
-        batch["concepts"] = torch.stack([s["concepts"] for s in samples])
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    for key in ("pixel_values", "concepts"):
+        if all(key in s for s in samples):
+            batch[key] = torch.stack([s[key] for s in samples])
     return batch
 
 

@@ -62,7 +62,7 @@ class CausalLMObjective(nn.Module):
                 extra["address_loss"], _, extra["address_col_acc"] = self.address_probe(tokens)
                 loss_terms.append(self.address_weight * extra["address_loss"])
             inputs["mm_encoder_outputs"] = {"image": image}
-        else:
+        elif "pixel_values" in batch:  # (a text-only batch has none)
             inputs["pixel_values"] = batch["pixel_values"]
         out = self.lmm(**inputs)
         loss = out.loss + sum(loss_terms) if loss_terms else out.loss

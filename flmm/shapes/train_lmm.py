@@ -1,9 +1,10 @@
 """Stage 1 of the shapes-world defaults: pre-train the tiny LMM on captions and QA (no grounding data).
 
 Everything is trained from scratch. First the vision tower warms up on the caption words of single-thing
-scenes, then of whole scenes (:mod:`flmm.shapes.vision_warmup`, ``<out>/vision/``), then the tower is
-frozen (as LLaVA keeps its CLIP tower) and the projector and the Llama learn captions and QA. The whole
-LMM is frozen later, by F-LMM.
+scenes, then of whole scenes (:mod:`flmm.shapes.vision_warmup`, ``<out>/vision/``); then the Llama
+alone reads scenes told in words and answers about them (:mod:`flmm.shapes.text_pretrain`,
+``<out>/text/``); then the tower is frozen (as LLaVA keeps its CLIP tower) and the projector and the
+Llama learn captions and QA on images. The whole LMM is frozen later, by F-LMM.
 The run folder gets the training config, a JSONL log, checkpoints (resumable) and, at the end, the
 Hugging Face folder ``<out>/hf`` plus ``<out>/eval.json`` (QA accuracy and the grounding probe on
 held-out ``val`` scenes).
@@ -32,6 +33,7 @@ from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
 from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
+from flmm.shapes.text_pretrain import TextPretrainConfig, pretrain_text  # noqa: E402
 from flmm.shapes.vision_warmup import PLACEMENTS, VisionWarmupConfig, shipped_warmup, warm_up_vision  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
@@ -59,6 +61,9 @@ class LMMStageConfig:
             :mod:`flmm.shapes.vision_warmup`.
         freeze_vision: keep the vision tower fixed in the LMM stage (as LLaVA does with its CLIP tower);
             without it the LM's loss rewrites the warmed-up tower (measured: docs/training-log.md).
+        text: a text-only phase of the language model on scenes told in words, after the vision
+            warm-up and before the multimodal stage (``steps=0``: off); see
+            :mod:`flmm.shapes.text_pretrain`.
     """
 
     model: ShapesLMMConfig = field(default_factory=ShapesLMMConfig)
@@ -88,6 +93,7 @@ class LMMStageConfig:
     address_weight: float = 0.0
     vision: VisionWarmupConfig = field(default_factory=shipped_warmup)
     freeze_vision: bool = True
+    text: TextPretrainConfig = field(default_factory=lambda: TextPretrainConfig(steps=800))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +141,12 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
         print("[train_lmm] interrupted in the vision warm-up; resume with --resume")
         return {"interrupted": 1.0, "step": 0.0}
     warm_minutes = (time.time() - start) / 60
+    start = time.time()
+    text = pretrain_text(lmm, processor, cfg.text, seeds, out, cfg.train, resume=resume)
+    if text is None:
+        print("[train_lmm] interrupted in the text phase; resume with --resume")
+        return {"interrupted": 1.0, "step": 0.0}
+    text_minutes = (time.time() - start) / 60
     if cfg.freeze_vision:
         lmm.model.vision_tower.requires_grad_(False)
     trainer = lm_stage_trainer(lmm, processor, cfg, ShapesChatDataset(seeds, processor, cfg.data))
@@ -145,8 +157,10 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     save_lmm(lmm, processor, folder, dtype=getattr(torch, cfg.export_dtype))
     final = evaluate(lmm, processor, cfg)
     final.update({f"vision_warmup_{k}": v for k, v in warm.items()})
+    final.update({f"text_phase_{k}": v for k, v in text.items()})
     final.update(
         vision_warmup_minutes_this_call=warm_minutes,
+        text_phase_minutes_this_call=text_minutes,
         train_minutes_this_call=train_minutes,
         train_seconds_total=result.state.elapsed_seconds,
         steps=float(result.state.global_step),
@@ -240,6 +254,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         default=d.freeze_vision,
         help="keep the vision tower fixed in the LMM stage",
     )
+    p.add_argument(
+        "--text-steps",
+        type=int,
+        default=d.text.steps,
+        help="steps of the text-only phase before the multimodal stage (0: off)",
+    )
+    p.add_argument(
+        "--text-lr", type=float, default=d.text.lr, help="peak learning rate of the text-only phase"
+    )
+    p.add_argument("--text-batch-size", type=int, default=d.text.batch_size)
     a = p.parse_args(argv)
     if a.projector_address_weight < 0:
         p.error(f"--projector-address-weight must be >= 0, got {a.projector_address_weight}")
@@ -257,6 +281,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         )
     except ConfigError as e:
         p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr, --relation-weight, --address-weight)")
+    data = replace(
+        d.data, p_caption=a.p_caption, p_packed=a.p_packed, max_questions=a.max_questions, p_simple=a.p_simple
+    )
+    try:
+        text = replace(d.text, steps=a.text_steps, lr=a.text_lr, batch_size=a.text_batch_size, data=data)
+    except ConfigError as e:
+        p.error(f"--text-steps / --text-lr / --text-batch-size: {e}")
     model = replace(
         d.model,
         feature_layers=_numbers(p, "--feature-layers", a.feature_layers, int),
@@ -268,9 +299,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         text_layers=a.text_layers,
         text_heads=a.text_heads,
         text_intermediate=a.text_intermediate,
-    )
-    data = replace(
-        d.data, p_caption=a.p_caption, p_packed=a.p_packed, max_questions=a.max_questions, p_simple=a.p_simple
     )
     cfg = LMMStageConfig(
         model=model,
@@ -286,6 +314,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         address_weight=a.projector_address_weight,
         vision=vision,
         freeze_vision=a.freeze_vision,
+        text=text,
     )
     return cfg, a.resume
 
