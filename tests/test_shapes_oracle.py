@@ -72,10 +72,11 @@ def test_example_trains_the_lm_stage_on_oracle_tokens_and_writes_its_evaluation(
     dims += ["--text-layers", "1", "--text-heads", "2", "--text-intermediate", "64", "--patch-size", "32"]
     run = ["--steps", "50", "--batch-size", "4", "--train-scenes", "200", "--eval-scenes", "2"]
     run += ["--probe-scenes", "2", "--eval-every", "0", "--lr", "1e-2", "--precision", "no", "--workers", "1"]
+    run += ["--text-steps", "4", "--text-batch-size", "2"]
     assert module.main(["--out", str(tmp_path / "run"), *dims, *run]) == 0
     result = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert result["steps"] == 50 and result["qa_n"] > 0 and 0.0 <= result["qa_acc"] <= 1.0
-    assert result["probe_caption_n"] > 0
+    assert result["probe_caption_n"] > 0 and 0.0 <= result["text_phase_text_token_acc"] <= 1.0
     losses = [json.loads(x)["lm_loss"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
               if '"train"' in x]  # fmt: skip
     assert len(losses) == 2 and losses[1] < losses[0]  # logged at steps 25 and 50
