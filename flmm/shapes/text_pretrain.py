@@ -105,8 +105,9 @@ def scene_in_words(scene: Scene) -> str:
     for k in sorted(range(len(spec.things)), key=lambda k: spec.things[k].center[0]):
         t = spec.things[k]
         words += [article(t.size), t.size, t.color, t.shape]
-        if where[k] is not None:
-            words += [IN_REGION[stuff[where[k]]], "the", stuff[where[k]]]
+        region = where[k]
+        if region is not None:
+            words += [IN_REGION[stuff[region]], "the", stuff[region]]
         words.append(".")
     return " ".join([*words, "the", stuff[0], "above", "the", stuff[1], "."])
 
