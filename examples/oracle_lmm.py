@@ -7,7 +7,8 @@ The tiny LLaVA's vision tower is replaced by :class:`flmm.shapes.oracle.OracleTo
 token is the one-hot colour, shape, size and stuff of what covers it, plus its row and column), there is
 no warm-up, and the rest is the LMM stage of ``flmm.shapes.train_lmm`` with the same flags, loop and
 evaluation (the text-only phase first, ``--text-steps 0`` to skip it; val QA exact match by kind,
-attention pointing of caption phrases and referring expressions). Results go to ``<out>/eval.json``. Nothing is exported: the tower is not a model.
+attention pointing of caption phrases and referring expressions). Results go to ``<out>/eval.json``.
+Nothing is exported: the tower is not a model.
 """
 
 from __future__ import annotations

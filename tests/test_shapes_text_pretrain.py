@@ -82,6 +82,10 @@ def test_phase_trains_the_language_side_only_and_resumes_from_its_file(tmp_path)
     assert all(torch.equal(fresh.state_dict()[k], after[k]) for k in after)
     assert pretrain_text(fresh, processor, replace(cfg, steps=0), seeds, str(tmp_path / "off"), loop) == {}
     assert not os.path.exists(tmp_path / "off")
+    # a finished phase of another model is refused, not half-loaded
+    other, _ = build_lmm(replace(TINY, text_hidden=64, text_intermediate=128), seed=1)
+    with pytest.raises(ConfigError, match="does not fit"):
+        pretrain_text(other, processor, cfg, seeds, str(tmp_path), loop, resume=True)
 
 
 def test_stage_flags_and_validation(capsys):

@@ -86,11 +86,7 @@ class TextChatDataset(ShapesChatDataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seeds[i], i, 7])
         scene, messages = conversation(self.seeds[i], rng, self.cfg)
-        return encode(self.processor, as_text(messages, self.told(scene, i)))
-
-    def told(self, scene: Scene, i: int) -> str:
-        """The words that stand for the image of item ``i`` (see :func:`scene_in_words`)."""
-        return scene_in_words(scene)
+        return encode(self.processor, as_text(messages, scene_in_words(scene)))
 
 
 def scene_in_words(scene: Scene) -> str:
@@ -159,7 +155,14 @@ def pretrain_text(
     objective = CausalLMObjective(lmm)
     val = TextChatDataset(split_seeds("val", cfg.val_conversations), processor, cfg.data)
     if resume and os.path.isfile(done):
-        lmm.load_state_dict(load_file(done), strict=False)
+        try:
+            unexpected = lmm.load_state_dict(load_file(done), strict=False).unexpected_keys
+        except RuntimeError as e:  # a tensor of another shape
+            unexpected = [str(e).splitlines()[0]]
+        if unexpected:
+            raise ConfigError(
+                f"{done} does not fit this LMM ({unexpected[:3]}); re-run the text phase without --resume"
+            )
         return answer_accuracy(objective, val)
     train = TrainConfig(
         output_dir=folder, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=loop.seed,
@@ -173,9 +176,11 @@ def pretrain_text(
     data = TextChatDataset(seeds, processor, cfg.data)
     collate = ChatCollator(processor.tokenizer.pad_token_id)
     trainer = Trainer(objective, data, collate, train, eval_fn=lambda _m: answer_accuracy(objective, val))
-    result = trainer.train(resume=resume)
-    for p in frozen:
-        p.requires_grad_(True)
+    try:
+        result = trainer.train(resume=resume)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     if result.interrupted:
         return None
     text = {n: t.detach().contiguous() for n, t in lmm.state_dict().items() if _is_text(n)}
