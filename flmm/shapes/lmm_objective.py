@@ -16,6 +16,14 @@ from flmm.shapes.lmm_data import IGNORE_INDEX
 from flmm.shapes.relations import TokenAddress
 
 
+def answer_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy next-token hits on the labelled tokens: ``logits (B, L, V)``, ``labels (B, L)`` (-100:
+    unlabelled) -> ``hit``, ``valid`` ``(B, L - 1)`` bool (``hit`` is False where ``valid`` is)."""
+    target = labels[:, 1:]
+    valid = target != IGNORE_INDEX
+    return (logits[:, :-1].argmax(-1) == target) & valid, valid
+
+
 class CausalLMObjective(nn.Module):
     """Wraps a ``LlavaForConditionalGeneration`` for :class:`~flmm.train.Trainer`.
 
@@ -67,8 +75,6 @@ class CausalLMObjective(nn.Module):
         out = self.lmm(**inputs)
         loss = out.loss + sum(loss_terms) if loss_terms else out.loss
         with torch.no_grad():
-            target = batch["labels"][:, 1:]
-            valid = target != IGNORE_INDEX
-            hit = (out.logits[:, :-1].argmax(-1) == target) & valid
+            hit, valid = answer_hits(out.logits, batch["labels"])
             acc = hit.sum() / valid.sum().clamp_min(1)
         return {"loss": loss, "lm_loss": out.loss.detach(), "token_acc": acc, **extra}

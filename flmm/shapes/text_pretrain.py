@@ -28,14 +28,13 @@ from torch import nn
 
 from flmm.errors import ConfigError
 from flmm.shapes.lmm_data import (
-    IGNORE_INDEX,
     ChatCollator,
     ChatDataConfig,
     ShapesChatDataset,
     conversation,
     encode,
 )
-from flmm.shapes.lmm_objective import CausalLMObjective
+from flmm.shapes.lmm_objective import CausalLMObjective, answer_hits
 from flmm.train import TrainConfig, Trainer
 from flmm.world import Scene, split_seeds
 from flmm.world.describe import IN_REGION, article, regions
@@ -122,12 +121,10 @@ def answer_accuracy(
         for start in range(0, len(data), batch_size):
             batch = collate([data[j] for j in range(start, min(len(data), start + batch_size))])
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            target = batch["labels"][:, 1:]
-            valid = target != IGNORE_INDEX
-            ok = (logits[:, :-1].argmax(-1) == target) | ~valid
-            hits += int((ok & valid).sum())
+            hit, valid = answer_hits(logits, batch["labels"])
+            hits += int(hit.sum())
             total += int(valid.sum())
-            exact += int(ok.all(dim=1).sum())
+            exact += int((hit | ~valid).all(dim=1).sum())
     model.train(was_training)
     return {"text_token_acc": hits / max(1, total), "text_exact": exact / max(1, len(data))}
 
