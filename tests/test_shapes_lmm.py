@@ -326,6 +326,17 @@ def test_feature_layers_flag_parses_and_rejects_non_numbers(capsys):
     assert "--feature-layers takes comma-separated numbers, got '0,last'" in capsys.readouterr().err
 
 
+def test_stage_precision_defaults_to_auto_and_a_bad_mix_is_a_usage_error(capsys):
+    from flmm.shapes.train_lmm import parse_args
+
+    cfg = parse_args(["--out", "x"])[0]
+    assert cfg.train.mixed_precision == "auto"  # bf16 only where the hardware computes it natively
+    assert parse_args(["--out", "x", "--precision", "no"])[0].train.mixed_precision == "no"
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--p-caption", "0.8", "--p-packed", "0.5"])
+    assert "p_caption + p_packed <= 1 (--p-caption, --p-packed)" in capsys.readouterr().err
+
+
 def test_position_probe_reads_the_grid_only_when_the_tokens_carry_it():
     from flmm.shapes.lmm_eval import position_probe
 

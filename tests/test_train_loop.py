@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from flmm.train import (
     seed_everything,
     warmup_decay_factor,
 )
+from flmm.train.precision import resolve_precision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -247,8 +249,8 @@ def test_config_json_round_trip_and_validation(tmp_path):
         (0.9, 0.999),
         0.03,
     )
-    assert (defaults.max_grad_norm, defaults.schedule, defaults.mixed_precision) == (1.0, "cosine", "bf16")
-    with pytest.raises(ConfigError):
+    assert (defaults.max_grad_norm, defaults.schedule, defaults.mixed_precision) == (1.0, "cosine", "auto")
+    with pytest.raises(ConfigError, match="auto | no | bf16 | fp16"):
         TrainConfig(mixed_precision="fp8")
     with pytest.raises(ConfigError, match="unknown fields"):
         TrainConfig.from_dict({"learning_rate": 1.0})
@@ -328,3 +330,27 @@ def test_two_process_cpu_run_stays_in_sync_and_resumes(tmp_path):
     for k in w0:
         assert torch.equal(r0[k], r1[k]), k
         assert torch.equal(r0[k], w0[k]), k
+
+
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, expected", [(False, False, "no"), (True, False, "bf16"), (False, True, "bf16")]
+)
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("no", "cpu") == "no"  # an explicit choice is kept
+
+
+def test_explicit_bf16_on_emulating_hardware_is_kept_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="flmm.train"):
+        assert resolve_precision("bf16", "cpu") == "bf16"
+    assert "emulated" in caplog.text and "auto" in caplog.text
+
+
+def test_trainer_runs_auto_precision_as_resolved(tmp_path):
+    cfg = make_config(str(tmp_path / "run"), max_steps=1, mixed_precision="auto")
+    trainer = Trainer(fresh_model(), NoisyRegression(), collate, cfg)
+    assert trainer.accelerator.mixed_precision == resolve_precision("auto")

@@ -43,7 +43,12 @@ def add_loop_args(p: argparse.ArgumentParser, defaults: TrainConfig, batch_help:
         default=defaults.eval_every_steps,
         help="held-out check every N steps (0: off)",
     )
-    p.add_argument("--precision", default=defaults.mixed_precision, choices=("no", "bf16"))
+    p.add_argument(
+        "--precision",
+        default=defaults.mixed_precision,
+        choices=("auto", "no", "bf16"),
+        help="autocast: auto = bf16 where the hardware does it natively, else fp32",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument(

@@ -76,7 +76,7 @@ class LMMStageConfig:
             max_steps=1200,
             batch_size=16,
             lr=1e-3,
-            mixed_precision="bf16",
+            mixed_precision="auto",  # bf16 where native (the shipped run), else fp32
             save_every_steps=250,
             eval_every_steps=600,
             log_every_steps=25,
@@ -136,7 +136,9 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
     seeds = split_seeds("train", cfg.train_scenes)
     start = time.time()
-    warm = warm_up_vision(lmm, processor, cfg.vision, seeds, out, seed=cfg.train.seed, resume=resume)
+    warm = warm_up_vision(
+        lmm, processor, cfg.vision, seeds, out, cfg.train.seed, resume, cfg.train.mixed_precision
+    )
     if warm is None:
         print("[train_lmm] interrupted in the vision warm-up; resume with --resume")
         return {"interrupted": 1.0, "step": 0.0}
@@ -281,9 +283,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         )
     except ConfigError as e:
         p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr, --relation-weight, --address-weight)")
-    data = replace(
-        d.data, p_caption=a.p_caption, p_packed=a.p_packed, max_questions=a.max_questions, p_simple=a.p_simple
-    )
+    try:
+        data = replace(
+            d.data,
+            p_caption=a.p_caption,
+            p_packed=a.p_packed,
+            max_questions=a.max_questions,
+            p_simple=a.p_simple,
+        )
+    except ConfigError as e:
+        p.error(f"{e} (--p-caption, --p-packed)")
     try:
         text = replace(d.text, steps=a.text_steps, lr=a.text_lr, batch_size=a.text_batch_size, data=data)
     except ConfigError as e:

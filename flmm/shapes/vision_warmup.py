@@ -246,14 +246,21 @@ def held_out_accuracy(
 
 
 def warm_up_vision(
-    lmm, processor, cfg: VisionWarmupConfig, seeds: list[int], out: str, seed: int = 0, resume: bool = False
+    lmm,
+    processor,
+    cfg: VisionWarmupConfig,
+    seeds: list[int],
+    out: str,
+    seed: int = 0,
+    resume: bool = False,
+    mixed_precision: str = "auto",
 ) -> dict[str, float] | None:
     """Run ``cfg.phases`` on ``lmm.model.vision_tower`` (in place); phase runs go to ``<out>/vision/<k>-<phase>``.
 
     Returns the held-out metrics after the last phase (see :func:`held_out_accuracy`: 200 ``val`` single
     things where the world puts them, and 100 whole ``val`` scenes), ``{}`` when there are no phases, or
     None when a phase was interrupted (its checkpoint is written; ``resume=True`` continues it and skips
-    finished phases).
+    finished phases). ``mixed_precision``: the phases' autocast (see :class:`flmm.train.TrainConfig`).
     """
     tower = lmm.model.vision_tower
     patch = world_patch(tower.config)
@@ -284,7 +291,7 @@ def warm_up_vision(
             data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
         train = TrainConfig(
             output_dir=folder, max_steps=steps, batch_size=cfg.batch_size, lr=lr,
-            seed=seed + k, save_every_steps=200, log_every_steps=25,
+            seed=seed + k, save_every_steps=200, log_every_steps=25, mixed_precision=mixed_precision,
         )  # fmt: skip
         # the loop evaluates once, at the end of the phase (logged as the phase's "eval" record)
         trainer = Trainer(

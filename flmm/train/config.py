@@ -1,7 +1,8 @@
 """Hyper-parameters of the training loop, saved as JSON in every run folder.
 
 The defaults are the paper's recipe (F-LMM, Sec. 4.1): AdamW lr 1e-4, weight decay 0.01, betas
-(0.9, 0.999), linear warm-up over 3 % of the steps then cosine decay, gradient clipping 1.0, bf16.
+(0.9, 0.999), linear warm-up over 3 % of the steps then cosine decay, gradient clipping 1.0, bf16
+(``"auto"``: bf16 where the hardware computes it natively, fp32 elsewhere).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from flmm.errors import ConfigError
+from flmm.train.precision import PRECISIONS
 
 CONFIG_NAME = "train_config.json"
 
@@ -33,7 +35,8 @@ class TrainConfig:
         schedule: ``"cosine"`` (to ``min_lr_ratio * lr``), ``"linear"`` or ``"constant"`` after warm-up.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
         max_grad_norm: gradient clipping by global L2 norm (0 disables it).
-        mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"`` (autocast; weights stay fp32).
+        mixed_precision: ``"auto"`` (bf16 where the hardware computes it natively, else fp32; see
+            :mod:`flmm.train.precision`), ``"no"``, ``"bf16"`` or ``"fp16"`` (autocast; weights stay fp32).
         save_every_steps: checkpoint period in optimizer steps (0: only at the end / on interrupt).
         keep_last: complete checkpoints kept on disk (older ones are deleted).
         log_every_steps: period of loss logging (JSONL, TensorBoard when installed).
@@ -61,7 +64,7 @@ class TrainConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.0
     max_grad_norm: float = 1.0
-    mixed_precision: str = "bf16"
+    mixed_precision: str = "auto"
     save_every_steps: int = 500
     keep_last: int = 2
     log_every_steps: int = 10
@@ -88,7 +91,7 @@ class TrainConfig:
             (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)"),
             (self.schedule in ("cosine", "linear", "constant"), "schedule: cosine | linear | constant"),
             (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
-            (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision: no | bf16 | fp16"),
+            (self.mixed_precision in PRECISIONS, f"mixed_precision: {' | '.join(PRECISIONS)}"),
             (self.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 disables clipping)"),
             (self.keep_last >= 1, "keep_last must be >= 1"),
             (len(self.betas) == 2, "betas must be two floats"),

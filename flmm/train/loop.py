@@ -24,6 +24,7 @@ from flmm.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoi
 from flmm.train.config import TrainConfig
 from flmm.train.interrupt import StopRequest
 from flmm.train.logger import RunLogger
+from flmm.train.precision import resolve_precision
 from flmm.train.sampler import ShardedBatchSampler
 from flmm.train.schedule import build_scheduler
 from flmm.train.seeding import seed_everything
@@ -62,7 +63,7 @@ def _make_accelerator(config: TrainConfig):
     has_device = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
     kwargs = dict(
         cpu=not has_device,
-        mixed_precision=config.mixed_precision,
+        mixed_precision=resolve_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)],
     )
