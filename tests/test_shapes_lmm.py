@@ -149,6 +149,22 @@ def test_packed_conversations_put_the_caption_last_and_simple_scenes_are_smaller
             assert not np.array_equal(image, original.image)
 
 
+def test_located_questions_reach_the_conversations_only_when_asked_for():
+    import flmm.shapes.lmm_data as data
+
+    def located(cfg):
+        texts = []
+        for seed in split_seeds("train", 12):
+            _, messages = data.conversation(seed, np.random.default_rng(seed), cfg)
+            texts += [m["content"][-1]["text"] for m in messages if m["role"] == "user"]
+        places = ("-most ", " left of ", " right of ", " above ", " below ")
+        return [t for t in texts if t.startswith("what ") and any(p in t for p in places)]
+
+    assert located(ChatDataConfig(p_caption=0.0, max_questions=20)) == []
+    asked = located(ChatDataConfig(p_caption=0.0, max_questions=20, located_questions=2))
+    assert 6 <= len(asked) <= 24  # up to 2 per scene, where the scene has such an expression
+
+
 def test_tiny_lmm_forward_save_and_load_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, processor = build_lmm(TINY)
@@ -334,7 +350,12 @@ def test_stage_precision_defaults_to_auto_and_a_bad_mix_is_a_usage_error(capsys)
     assert parse_args(["--out", "x", "--precision", "no"])[0].train.mixed_precision == "no"
     with pytest.raises(SystemExit):
         parse_args(["--out", "x", "--p-caption", "0.8", "--p-packed", "0.5"])
-    assert "p_caption + p_packed <= 1 (--p-caption, --p-packed)" in capsys.readouterr().err
+    assert "p_caption + p_packed <= 1 (--p-caption, --p-packed" in capsys.readouterr().err
+    assert parse_args(["--out", "x"])[0].data.located_questions == 0  # off in the shipped run
+    assert parse_args(["--out", "x", "--located-questions", "2"])[0].data.located_questions == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--located-questions", "-1"])
+    assert "located_questions must be >= 0" in capsys.readouterr().err
 
 
 def test_position_probe_reads_the_grid_only_when_the_tokens_carry_it():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -363,13 +364,32 @@ def test_qa_on_hand_built_scene():
     assert exist.count("yes") == exist.count("no") > 0  # existence questions are balanced
 
 
+def test_located_questions_ask_what_the_place_leaves_open(scenes):
+    asked = {}
+    for sc in scenes:
+        default = qa_items(sc)
+        items = qa_items(sc, located=3)
+        assert items[: len(default)] == default  # the default questions do not depend on the option
+        for it in items[len(default) :]:
+            assert it.kind == "located"
+            kind, expr = re.fullmatch(r"what (color|shape|size) is (the .+) \?", it.question).groups()
+            (k,) = resolve(sc.spec.things, expr)  # the expression names exactly one thing
+            t = sc.spec.things[k]
+            assert it.answer == {"color": t.color, "shape": t.shape, "size": t.size}[kind], it.question
+            named = re.split(r" (?:left of|right of|above|below) ", expr)[0]  # the anchor may say more
+            assert it.answer not in named.split(), it.question
+            located = "relation" if named != expr else "location"
+            asked[(kind, located)] = asked.get((kind, located), 0) + 1
+    assert set(asked) == {(k, w) for k in ("color", "shape", "size") for w in ("location", "relation")}
+
+
 def test_vocabulary_covers_all_generated_text():
     vocab = set(vocabulary())
     assert vocabulary() == sorted(vocab)
     for seed in range(200):
         sc = sample_scene(seed)
         texts = [narrative(sc).text] + [r.text for r in referring_expressions(sc)]
-        texts += [q + " " + a for q, a in qa_pairs(sc)]
+        texts += [q + " " + a for q, a in qa_pairs(sc, located=4)]
         for t in texts:
             assert t == t.lower() and "  " not in t
             assert set(t.split()) <= vocab, set(t.split()) - vocab

@@ -49,6 +49,9 @@ class ChatDataConfig:
         p_simple: probability that the scene keeps only its first 1..``simple_max_things`` things
             (simpler scenes teach colour/shape words before they must be told apart).
         simple_max_things: largest thing count of such a simpler scene.
+        located_questions: questions per scene, among those a conversation draws from, that ask about a
+            thing named by its place (the opt-in kind ``located`` of :mod:`flmm.world.qa`: "what color
+            is the left-most circle ?"); 0: none.
     """
 
     p_caption: float = 0.5
@@ -57,10 +60,13 @@ class ChatDataConfig:
     qa_per_kind: int = 2
     p_simple: float = 0.0
     simple_max_things: int = 2
+    located_questions: int = 0
 
     def __post_init__(self) -> None:
         if not (0 <= self.p_caption and 0 <= self.p_packed and self.p_caption + self.p_packed <= 1):
             raise ConfigError("p_caption and p_packed must be >= 0 with p_caption + p_packed <= 1")
+        if self.located_questions < 0:
+            raise ConfigError(f"located_questions must be >= 0, got {self.located_questions}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +96,10 @@ def conversation(seed: int, index_rng: np.random.Generator, cfg: ChatDataConfig)
     messages: list[dict] = []
     if u >= cfg.p_caption:  # QA turns (QA or packed conversation)
         pairs = qa_pairs(
-            scene, np.random.default_rng([seed, int(index_rng.integers(1 << 30))]), cfg.qa_per_kind
+            scene,
+            np.random.default_rng([seed, int(index_rng.integers(1 << 30))]),
+            cfg.qa_per_kind,
+            cfg.located_questions,
         )
         for turn, k in enumerate(index_rng.permutation(len(pairs))[: cfg.max_questions]):
             question, answer = pairs[k]

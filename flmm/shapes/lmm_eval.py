@@ -28,6 +28,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from flmm.shapes.lmm import feature_layers
 from flmm.shapes.lmm_data import CAPTION_PROMPTS, assistant_turn, user_turn
 from flmm.world import narrative, qa_items, referring_expressions, sample_scene
+from flmm.world.qa import LOCATED
 
 
 def _image_question(question: str) -> dict:
@@ -70,13 +71,17 @@ def qa_accuracy(
     seeds: list[int],
     qa_per_kind: int = 2,
     batch_size: int = 32,
+    located: int = 0,
 ) -> dict[str, float]:
     """Exact-match accuracy of greedy answers on the questions of scenes ``seeds``: ``qa_acc`` overall and
-    ``qa_acc_<kind>`` per question kind, plus ``qa_n`` (number of questions)."""
+    ``qa_acc_<kind>`` per question kind, plus ``qa_n`` (number of questions). With ``located`` > 0, up to
+    that many questions per scene of the opt-in kind ``located`` are asked too: they get their own
+    ``qa_acc_located`` and ``qa_n_located`` and are left out of ``qa_acc`` and ``qa_n`` (comparable with or
+    without them)."""
     images, questions, answers, kinds = [], [], [], []
     for seed in seeds:
         scene = sample_scene(seed)
-        for item in qa_items(scene, max_per_kind=qa_per_kind):
+        for item in qa_items(scene, max_per_kind=qa_per_kind, located=located):
             images.append(scene.image)
             questions.append(item.question)
             answers.append(item.answer)
@@ -85,8 +90,10 @@ def qa_accuracy(
     per_kind: dict[str, list[bool]] = defaultdict(list)
     for p, a, k in zip(predicted, answers, kinds):
         per_kind[k].append(p == a)
-    hits = [p == a for p, a in zip(predicted, answers)]
+    hits = [p == a for p, a, k in zip(predicted, answers, kinds) if k != LOCATED]
     result = {"qa_acc": float(np.mean(hits)), "qa_n": float(len(hits))}
+    if located:
+        result["qa_n_located"] = float(kinds.count(LOCATED))
     result.update({f"qa_acc_{k}": float(np.mean(v)) for k, v in sorted(per_kind.items())})
     return result
 

@@ -106,7 +106,8 @@ def evaluate(
     n_eval = cfg.eval_scenes if eval_scenes is None else eval_scenes
     was_training = lmm.training
     lmm.eval()
-    results = qa_accuracy(lmm, processor, split_seeds("val", n_eval))
+    # questions about a thing named by its place ("located") are reported on their own: qa_acc is unchanged
+    results = qa_accuracy(lmm, processor, split_seeds("val", n_eval), located=2)
     probe_seeds = split_seeds("val", n_eval + cfg.probe_scenes)[n_eval:]
     results.update(grounding_probe(lmm, processor, probe_seeds, text="caption"))
     results.update(
@@ -196,6 +197,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p.add_argument("--max-questions", type=int, default=d.data.max_questions)
     p.add_argument(
         "--p-simple", type=float, default=d.data.p_simple, help="fraction of scenes cut to 1-2 things"
+    )
+    p.add_argument(
+        "--located-questions",
+        type=int,
+        default=d.data.located_questions,
+        help="questions per scene about a thing named by its place ('what color is the left-most circle ?')",
     )
     for name in (
         "vision_heads",
@@ -290,9 +297,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
             p_packed=a.p_packed,
             max_questions=a.max_questions,
             p_simple=a.p_simple,
+            located_questions=a.located_questions,
         )
     except ConfigError as e:
-        p.error(f"{e} (--p-caption, --p-packed)")
+        p.error(f"{e} (--p-caption, --p-packed, --located-questions)")
     try:
         text = replace(d.text, steps=a.text_steps, lr=a.text_lr, batch_size=a.text_batch_size, data=data)
     except ConfigError as e:

@@ -5,6 +5,10 @@ Kinds: ``color`` ("what color is the star ?" -> "red"), ``shape`` ("what shape i
 ``exist`` ("is there a green triangle ?", as many "yes" as "no"), ``relation`` ("is the red circle left
 of the blue square ?", as many "yes" as "no", only with a clear margin) and ``stuff`` ("what is at the
 bottom ?" -> "grass"). Objects in questions are named by descriptors that match exactly one thing.
+
+On request (``located=N``), the opt-in kind ``located`` asks for an attribute of a thing named by its
+place: a location or relation expression of :mod:`flmm.world.refer` ("what color is the left-most
+circle ?", "what size is the square below the red star ?"), never an attribute the expression states.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from flmm.world import describe as d
+from flmm.world.refer import located_expressions
 from flmm.world.scene import Scene
 
 QA_KINDS: tuple[str, ...] = ("color", "shape", "size", "count", "exist", "relation", "stuff")
+LOCATED = "located"  # opt-in kind (see the module docstring)
 WORDS = frozenset("what color shape size is are there how many at top bottom yes no the a an ?".split())
 
 
@@ -91,14 +97,29 @@ def _relation_questions(things, rng: np.random.Generator) -> tuple[list[QAItem],
     return yes, no
 
 
+def _located_questions(things, rng: np.random.Generator) -> list[QAItem]:
+    """Ask for an attribute of a thing named by a location / relation expression that leaves it open."""
+    out = []
+    for ref, desc in located_expressions(things, rng):
+        t = things[ref.thing_ids[0]]
+        for kind, slot, answer in (("size", 0, t.size), ("color", 1, t.color), ("shape", 2, t.shape)):
+            if desc[slot] is None:
+                out.append(QAItem(" ".join(["what", kind, "is", ref.text, "?"]), answer, LOCATED))
+    return out
+
+
 def _sample(items: list[QAItem], n: int, rng: np.random.Generator) -> list[QAItem]:
     unique = list({it.question: it for it in items}.values())
     return [unique[i] for i in rng.permutation(len(unique))[:n]]
 
 
-def qa_items(scene: Scene, rng: np.random.Generator | None = None, max_per_kind: int = 2) -> list[QAItem]:
+def qa_items(
+    scene: Scene, rng: np.random.Generator | None = None, max_per_kind: int = 2, located: int = 0
+) -> list[QAItem]:
     """Up to ``max_per_kind`` questions of each kind (``exist`` and ``relation``: up to that many "yes"
-    AND the same number of "no"), in :data:`QA_KINDS` order. ``rng=None``: seeded by ``scene.spec.seed``."""
+    AND the same number of "no"), in :data:`QA_KINDS` order, then up to ``located`` questions of the
+    opt-in kind :data:`LOCATED` (none by default: the default questions do not depend on it).
+    ``rng=None``: seeded by ``scene.spec.seed``."""
     spec = scene.spec
     things = spec.things
     rng = rng if rng is not None else np.random.default_rng([spec.seed, 13])
@@ -121,11 +142,13 @@ def qa_items(scene: Scene, rng: np.random.Generator | None = None, max_per_kind:
         QAItem("what is at the bottom ?", spec.stuff_bottom, "stuff"),
     ]
     out += _sample(stuff, max_per_kind, rng)
+    if located > 0:
+        out += _sample(_located_questions(things, rng), located, rng)
     return out
 
 
 def qa_pairs(
-    scene: Scene, rng: np.random.Generator | None = None, max_per_kind: int = 2
+    scene: Scene, rng: np.random.Generator | None = None, max_per_kind: int = 2, located: int = 0
 ) -> list[tuple[str, str]]:
     """``(question, answer)`` pairs of :func:`qa_items` (answers are single lower-case words)."""
-    return [(it.question, it.answer) for it in qa_items(scene, rng, max_per_kind)]
+    return [(it.question, it.answer) for it in qa_items(scene, rng, max_per_kind, located)]

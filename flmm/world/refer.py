@@ -58,18 +58,18 @@ def _attribute(things, rng: np.random.Generator) -> list[RefExpr]:
     return out
 
 
-def _location(things) -> list[RefExpr]:
+def _location(things) -> list[tuple[RefExpr, d.Descriptor]]:
     out = []
     for desc in _class_descriptors(things):
         ids = d.members(things, desc)
         for loc in d.LOCATIONS:
             k = d.extreme(things, ids, loc)
             if k is not None:
-                out.append(RefExpr(" ".join(["the", loc, *d.words(desc)]), (k,), "location"))
+                out.append((RefExpr(" ".join(["the", loc, *d.words(desc)]), (k,), "location"), desc))
     return out
 
 
-def _relation(things, rng: np.random.Generator) -> list[RefExpr]:
+def _relation(things, rng: np.random.Generator) -> list[tuple[RefExpr, d.Descriptor]]:
     out = []
     anchors = {b: d.unique_descriptors(things, b) for b in range(len(things))}
     for desc in _class_descriptors(things):
@@ -85,8 +85,15 @@ def _relation(things, rng: np.random.Generator) -> list[RefExpr]:
                 if len(true) == 1 and all(s is False for k, s in states.items() if k != true[0]):
                     anchor = anchor_descs[rng.integers(len(anchor_descs))]
                     text = " ".join(["the", *d.words(desc), rel, "the", *d.words(anchor)])
-                    out.append(RefExpr(text, (true[0],), "relation"))
+                    out.append((RefExpr(text, (true[0],), "relation"), desc))
     return out
+
+
+def located_expressions(things, rng: np.random.Generator) -> list[tuple[RefExpr, d.Descriptor]]:
+    """Every location and relation expression of the scene's ``things`` (each names one thing), with
+    the descriptor of the class it picks from (``"the left-most red object"`` -> ``(None, "red",
+    None)``): what the expression says of the thing itself, the rest is told by its place."""
+    return [*_location(things), *_relation(things, rng)]
 
 
 def _pick(cands: list[RefExpr], n: int, rng: np.random.Generator) -> list[RefExpr]:
@@ -116,7 +123,9 @@ def referring_expressions(
     things = scene.spec.things
     rng = rng if rng is not None else np.random.default_rng([scene.spec.seed, 12])
     out: list[RefExpr] = []
-    for cands in (_attribute(things, rng), _location(things), _relation(things, rng)):
+    attribute = _attribute(things, rng)  # rng order: attribute, then relation candidates, then picks
+    located = [[r for r, _ in c] for c in (_location(things), _relation(things, rng))]
+    for cands in (attribute, *located):
         unique = list({c.text: c for c in cands}.values())
         out += _pick(unique, max_per_kind, rng)
     return out
