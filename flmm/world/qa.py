@@ -28,11 +28,16 @@ WORDS = frozenset("what color shape size is are there how many at top bottom yes
 
 @dataclass
 class QAItem:
-    """One question with its short answer and its kind (one of :data:`QA_KINDS`)."""
+    """One question with its short answer and its kind (one of :data:`QA_KINDS`, or :data:`LOCATED`)."""
 
     question: str
     answer: str
     kind: str
+
+
+def _attributes(thing) -> tuple[tuple[str, int, str], ...]:
+    """``(kind, descriptor slot, value)`` of the thing's size, colour and shape."""
+    return (("size", 0, thing.size), ("color", 1, thing.color), ("shape", 2, thing.shape))
 
 
 def _attribute_questions(things, rng: np.random.Generator) -> dict[str, list[QAItem]]:
@@ -40,7 +45,7 @@ def _attribute_questions(things, rng: np.random.Generator) -> dict[str, list[QAI
     out: dict[str, list[QAItem]] = {"color": [], "shape": [], "size": []}
     for k, t in enumerate(things):
         descs = d.unique_descriptors(things, k)
-        for kind, slot, answer in (("size", 0, t.size), ("color", 1, t.color), ("shape", 2, t.shape)):
+        for kind, slot, answer in _attributes(t):
             usable = [desc for desc in descs if desc[slot] is None]
             if usable:
                 desc = usable[rng.integers(len(usable))]
@@ -101,8 +106,7 @@ def _located_questions(things, rng: np.random.Generator) -> list[QAItem]:
     """Ask for an attribute of a thing named by a location / relation expression that leaves it open."""
     out = []
     for ref, desc in located_expressions(things, rng):
-        t = things[ref.thing_ids[0]]
-        for kind, slot, answer in (("size", 0, t.size), ("color", 1, t.color), ("shape", 2, t.shape)):
+        for kind, slot, answer in _attributes(things[ref.thing_ids[0]]):
             if desc[slot] is None:
                 out.append(QAItem(" ".join(["what", kind, "is", ref.text, "?"]), answer, LOCATED))
     return out
