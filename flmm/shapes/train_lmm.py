@@ -138,8 +138,9 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     seeds = split_seeds("train", cfg.train_scenes)
     start = time.time()
     warm = warm_up_vision(
-        lmm, processor, cfg.vision, seeds, out, cfg.train.seed, resume, cfg.train.mixed_precision
-    )
+        lmm, processor, cfg.vision, seeds, out,
+        seed=cfg.train.seed, resume=resume, mixed_precision=cfg.train.mixed_precision,
+    )  # fmt: skip
     if warm is None:
         print("[train_lmm] interrupted in the vision warm-up; resume with --resume")
         return {"interrupted": 1.0, "step": 0.0}

@@ -24,7 +24,7 @@ from flmm.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoi
 from flmm.train.config import TrainConfig
 from flmm.train.interrupt import StopRequest
 from flmm.train.logger import RunLogger
-from flmm.train.precision import resolve_precision
+from flmm.train.precision import resolve_precision, training_device
 from flmm.train.sampler import ShardedBatchSampler
 from flmm.train.schedule import build_scheduler
 from flmm.train.seeding import seed_everything
@@ -60,10 +60,10 @@ def _make_accelerator(config: TrainConfig):
     # Without an accelerator device, `cpu=True` is what lets a torchrun-style launch
     # (`accelerate launch --multi_gpu --num_processes N` or `torchrun`) become a gloo MULTI_CPU run;
     # otherwise every process would believe it is alone.
-    has_device = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    device = training_device()
     kwargs = dict(
-        cpu=not has_device,
-        mixed_precision=resolve_precision(config.mixed_precision),
+        cpu=device == "cpu",
+        mixed_precision=resolve_precision(config.mixed_precision, device),
         gradient_accumulation_steps=config.grad_accum_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)],
     )
