@@ -56,6 +56,7 @@ def test_head_stage_stores_the_calibrated_threshold(tmp_path):
         calibration_scenes=2,
         batch_size=2,
         decoder_width=8,
+        decoder_cue_width=4,
         canvas_size=32,
     )
     summary = train_head_stage(cfg)
@@ -66,5 +67,18 @@ def test_head_stage_stores_the_calibrated_threshold(tmp_path):
     chosen = next(r for r in summary["keyword_sweep"] if r["threshold"] == summary["keyword_threshold"])
     assert chosen["span_exact_f1"] == best
     assert saved["lmm"]["name"] == "flmm:shapes/lmm"  # portable names, not resolved paths
-    assert (saved["decoder_width"], saved["canvas_size"]) == (8, 32)  # the stage's sizes reach the head
-    assert HeadStageConfig().canvas_size == json.loads(SHIPPED_HEAD_CONFIG.read_text())["canvas_size"]
+    # the stage's sizes reach the head
+    assert (saved["decoder_width"], saved["decoder_cue_width"], saved["canvas_size"]) == (8, 4, 32)
+    shipped = json.loads(SHIPPED_HEAD_CONFIG.read_text())
+    defaults = HeadStageConfig()
+    for key in ("decoder_width", "decoder_cue_width", "canvas_size"):  # stage defaults = the shipped head
+        assert getattr(defaults, key) == shipped[key], key
+
+
+@pytest.mark.parametrize("flag", [["--decoder-cue-width", "-1"], ["--decoder-width", "0"]])
+def test_head_stage_rejects_bad_sizes_as_usage_errors(flag, capsys):
+    from flmm.shapes.train_head import main
+
+    with pytest.raises(SystemExit) as e:
+        main(flag)
+    assert e.value.code == 2 and "--decoder-cue-width" in capsys.readouterr().err

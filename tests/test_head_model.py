@@ -262,3 +262,47 @@ def test_loading_without_sam_model_names_the_missing_sam(tmp_path):
     h.save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="sam-model"):
         FLMMHead.from_pretrained(tmp_path)
+
+
+def test_language_conditioned_decoder(tmp_path, capture):
+    """decoder_cue_width > 0: the phrase's hidden states steer the U-Net (same maps, other words -> other
+    mask), gradients reach the cue, and the head round-trips through its checkpoint."""
+    h = _head(decoder_cue_width=8)
+    assert h.decoder_cue is not None and len(h.decoder.film) == 7  # stem, 3 down, 3 up
+    h.train()
+    emb = h.embed_image(IMAGE)
+    out = h([GroundingQuery(capture, [[0, 1], [3]], emb)])
+    gt = torch.zeros(2, *IMAGE_HW, dtype=torch.bool)
+    gt[0, 5:30, 10:40] = True
+    h.compute_losses(out, [gt], [torch.tensor([1.0, 1, 0, 1, 0])])["loss"].backward()
+    assert all(f.weight.grad.abs().sum() > 0 for f in h.decoder.film)
+    _perturb_trainable(h)  # non-zero FiLM weights, so the cue now reaches the logits
+    h.eval()
+    other = random_capture(tiny_lmm_identity(), [GEOM], num_tokens=5, seed=1)
+    other.hidden_states = other.hidden_states + 1.0  # same attention maps, different words
+    with torch.no_grad():
+        a = h([GroundingQuery(capture, [[0, 1]], emb)]).decoder_logits
+        b = h([GroundingQuery(other, [[0, 1]], emb)]).decoder_logits
+    assert torch.equal(capture.attentions[0], other.attentions[0]) and not torch.allclose(a, b)
+    h.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["decoder_cue_width"] == 8
+    assert any(k.startswith("decoder_cue.") for k in load_file(str(tmp_path / "model.safetensors")))
+    loaded = FLMMHead.from_pretrained(tmp_path, sam_model=tiny_sam_model(seed=0))
+    assert torch.equal(
+        h.predict(capture, [[0, 1]], image=IMAGE).logits,
+        loaded.predict(capture, [[0, 1]], image=IMAGE).logits,
+    )
+
+
+def test_decoder_cue_is_required_exactly_when_configured():
+    maps = torch.rand(2, 6, 16, 16)
+    plain, cued = UNetDecoder(6, 4), UNetDecoder(6, 4, cue_width=3)
+    assert cued(maps, torch.rand(2, 3)).shape == (2, 16, 16)
+    with pytest.raises(InputError, match="conditioned: pass cue"):
+        cued(maps)
+    with pytest.raises(InputError, match="conditioned: pass cue"):
+        cued(maps, torch.rand(1, 3))
+    with pytest.raises(InputError, match="no language conditioning"):
+        plain(maps, torch.rand(2, 3))
+    with pytest.raises(ConfigError, match="decoder_cue_width"):
+        HeadConfig.create(tiny_lmm_identity(), None, decoder_cue_width=-1)

@@ -104,6 +104,10 @@ class HeadConfig:
         lmm: identity of the frozen LMM the head reads (M layers, N heads, d hidden, grids).
         sam: identity of the SAM used by the refiner; ``None`` when ``use_refiner`` is False.
         decoder_width: base width of the U-Net (64 -> 64/128/256/512 channels).
+        decoder_cue_width: 0 (the paper) or the width of a language cue that conditions the U-Net: the
+            phrase's hidden states (layer-mixed, projected, averaged over its tokens) modulate every
+            U-Net stage, and coordinate channels join the maps (an flmm extension for phrases that pick
+            a thing by its place; see :mod:`flmm.head.unet`).
         canvas_size: side of the square canvas the attention maps are resized (long side) and padded to.
         merge: how the maps of a multi-token phrase are combined: ``"mean"`` (paper) or ``"max"``.
         keyword_threshold: sigmoid score above which a token is a keyword.
@@ -121,6 +125,7 @@ class HeadConfig:
     lmm: LMMIdentity
     sam: SamIdentity | None = None
     decoder_width: int = 64
+    decoder_cue_width: int = 0
     canvas_size: int = 64
     merge: str = "mean"
     keyword_threshold: float = 0.3
@@ -161,6 +166,10 @@ class HeadConfig:
             )
         if self.decoder_width < 1:
             raise ConfigError(f"HeadConfig.decoder_width must be >= 1, got {self.decoder_width}")
+        if self.decoder_cue_width < 0:
+            raise ConfigError(
+                f"HeadConfig.decoder_cue_width must be >= 0 (0: off), got {self.decoder_cue_width}"
+            )
         if not 0.0 < self.keyword_threshold < 1.0:
             raise ConfigError(
                 f"HeadConfig.keyword_threshold must lie in (0, 1), got {self.keyword_threshold}"

@@ -76,7 +76,13 @@ class FLMMHead(
             config = HeadConfig.from_dict(config)
         self.config = config
         lmm = config.lmm
-        self.decoder = decoder or UNetDecoder(config.num_input_maps, config.decoder_width)
+        self.decoder = decoder or UNetDecoder(
+            config.num_input_maps, config.decoder_width, cue_width=config.decoder_cue_width
+        )
+        # the decoder's own language cue (flmm extension; None in the paper's head)
+        self.decoder_cue: LanguageCue | None = None
+        if config.decoder_cue_width:
+            self.decoder_cue = LanguageCue(lmm.num_layers, lmm.hidden_size, config.decoder_cue_width)
         self.keyword_selector = keyword_selector or KeywordSelector(lmm.hidden_size)
         self.refiner: SamRefiner | None = None
         self.language_cue: LanguageCue | None = None
@@ -224,7 +230,10 @@ class FLMMHead(
             return HeadOutput(empty, None, None, None, [], keyword_logits, query_index)
         batch = collate_canvases(canvases)
         batch.maps = batch.maps.to(dev)
-        logits = self.decoder(batch.maps)
+        cue = None
+        if self.decoder_cue is not None:  # one vector per object: the mean of its tokens' cues
+            cue = torch.stack([self.decoder_cue(h.to(dev)).mean(0) for h in hidden])
+        logits = self.decoder(batch.maps, cue)
         refined = iou = None
         frames = []
         if self.refiner is not None:

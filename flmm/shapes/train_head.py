@@ -51,6 +51,7 @@ class HeadStageConfig:
     ref_scenes: int = 800
     narrative_scenes: int = 1200
     decoder_width: int = 16
+    decoder_cue_width: int = 64
     canvas_size: int = 64
     epochs: int = 3
     calibration_scenes: int = 60
@@ -75,6 +76,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
             lmm.identity,
             sam,
             decoder_width=cfg.decoder_width,
+            decoder_cue_width=cfg.decoder_cue_width,
             canvas_size=cfg.canvas_size,
             question=SHAPES_QUESTION,
             phrase_separator=" ; ",
@@ -155,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--narrative-scenes", type=int, default=d.narrative_scenes)
     p.add_argument("--decoder-width", type=int, default=d.decoder_width)
     p.add_argument(
+        "--decoder-cue-width",
+        type=int,
+        default=d.decoder_cue_width,
+        help="condition the U-Net on the phrase's hidden states with a cue this wide (0: the paper's plain U-Net)",
+    )
+    p.add_argument(
         "--canvas-size",
         type=int,
         default=d.canvas_size,
@@ -178,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--resume", action="store_true")
     a = p.parse_args(argv)
+    if a.decoder_width < 1 or a.decoder_cue_width < 0:
+        p.error(
+            f"--decoder-width must be >= 1 and --decoder-cue-width >= 0 (0: off), got {a.decoder_width}, "
+            f"{a.decoder_cue_width}"
+        )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = HeadStageConfig(
         lmm=a.lmm,
@@ -186,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         ref_scenes=a.ref_scenes,
         narrative_scenes=a.narrative_scenes,
         decoder_width=a.decoder_width,
+        decoder_cue_width=a.decoder_cue_width,
         canvas_size=a.canvas_size,
         epochs=a.epochs,
         calibration_scenes=a.calibration_scenes,
