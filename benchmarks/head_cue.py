@@ -24,6 +24,7 @@ from flmm.assets_path import resolve
 from flmm.geometry import GridGeometry, pad_to_square_box
 from flmm.head import FLMMHead, GroundingQuery, HeadConfig
 from flmm.head.tiny import random_capture
+from flmm.lmm.types import LMMIdentity
 
 SIDE = 128  # shapes-world images
 
@@ -38,8 +39,7 @@ def build(cue_width: int, sam: SamModel) -> FLMMHead:
     return FLMMHead(cfg, sam_model=sam).train()
 
 
-def batch(head: FLMMHead, image_embedding: torch.Tensor, samples: int = 8, objects: int = 5):
-    lmm = head.config.lmm
+def batch(lmm: LMMIdentity, image_embedding: torch.Tensor, samples: int = 8, objects: int = 5):
     grid = GridGeometry((16, 16), pad_to_square_box((SIDE, SIDE)), (SIDE, SIDE))
     queries, masks, labels = [], [], []
     for i in range(samples):
@@ -72,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     sam = SamModel.from_pretrained(resolve("flmm:shapes/sam")).eval()
     heads = {w: build(w, sam) for w in (0, 64)}
     emb = heads[0].embed_image(torch.zeros(SIDE, SIDE, 3, dtype=torch.uint8).numpy())
-    runs = {
-        w: (h, torch.optim.AdamW(h.trainable_parameters(), 1e-4), batch(h, emb)) for w, h in heads.items()
-    }
+    data = batch(heads[0].config.lmm, emb)  # one batch for both heads (same LMM identity)
+    runs = {w: (h, torch.optim.AdamW(h.trainable_parameters(), 1e-4)) for w, h in heads.items()}
     times: dict[int, list[float]] = {w: [] for w in heads}
     for r in range(a.repeats + 1):
-        for w, (h, opt, data) in runs.items():
+        for w, (h, opt) in runs.items():
             sec = sum(step_seconds(h, opt, data) for _ in range(a.steps)) / a.steps
             if r:  # round 0 is the warm-up
                 times[w].append(sec)

@@ -214,7 +214,8 @@ class FLMMHead(
                         obj.attentions, geometries, self.config.canvas_size, self.config.merge
                     )
                 )
-                hidden.append(obj.hidden_states)
+                # moved to the device once: the decoder cue and the refiner's text prompt both read it
+                hidden.append(obj.hidden_states.to(dev))
                 q_index.append(qi)
             if self.refiner is not None and len(objects):
                 if q.image_embedding is None:
@@ -232,7 +233,7 @@ class FLMMHead(
         batch.maps = batch.maps.to(dev)
         cue = None
         if self.decoder_cue is not None:  # one vector per object: the mean of its tokens' cues
-            cue = torch.stack([self.decoder_cue(h.to(dev)).mean(0) for h in hidden])
+            cue = torch.stack([self.decoder_cue(h).mean(0) for h in hidden])
         logits = self.decoder(batch.maps, cue)
         refined = iou = None
         frames = []
@@ -274,7 +275,7 @@ class FLMMHead(
         emb = torch.cat([e.to(ref.device).reshape(1, *e.shape[-3:]) for e in embeddings])
         prompts = ref.mask_prompts(logits, batch.valid_hw, batch.geometries)
         boxes = ref.box_prompts(prompts, frames) if cfg.box_prompt else None
-        text = [self.language_cue(h.to(self.device)) for h in hidden] if cfg.text_prompt else None
+        text = [self.language_cue(h) for h in hidden] if cfg.text_prompt else None
         refined, iou = ref(emb, image_index, prompts if cfg.mask_prompt else None, boxes, text)
         return refined, iou, frames
 
