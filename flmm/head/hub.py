@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch.nn as nn
+from huggingface_hub import hf_hub_download
 
 from flmm.errors import ConfigError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
 
 MODEL_CARD = """
 ---
@@ -32,3 +39,17 @@ def load_sam(name: str) -> nn.Module:
         return SamModel.from_pretrained(resolve(name))
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load SAM {name!r} for the head's refiner ({e}): pass sam_model=...") from e
+
+
+def checkpoint_files(model_id: str, **hub_kwargs) -> tuple[Path, Path]:
+    """``(config.json, model.safetensors)`` paths of a head checkpoint: in the folder ``model_id`` when it
+    is one, else downloaded from the hub repo ``model_id`` (``hub_kwargs``: revision, cache_dir, token,
+    force_download, local_files_only)."""
+    if os.path.isdir(model_id):
+        cfg_path, weights_path = Path(model_id) / CONFIG_NAME, Path(model_id) / WEIGHTS_NAME
+    else:
+        cfg_path = Path(hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, **hub_kwargs))
+        weights_path = Path(hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, **hub_kwargs))
+    if not cfg_path.is_file() or not weights_path.is_file():
+        raise ConfigError(f"{model_id!r} must hold {CONFIG_NAME} and {WEIGHTS_NAME}")
+    return cfg_path, weights_path

@@ -6,21 +6,20 @@ from the SAM checkpoint at load time. ``save_pretrained`` / ``from_pretrained`` 
 a local folder or a Hugging Face hub repo through ``huggingface_hub.ModelHubMixin``.
 """
 
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub import ModelHubMixin
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from safetensors.torch import load_file, save_file
 
 from flmm.errors import ConfigError, InputError, SpanError
 from flmm.geometry import GridGeometry
 from flmm.head.config import HeadConfig, SamIdentity, describe_lmm
-from flmm.head.hub import MODEL_CARD, load_sam
+from flmm.head.hub import CONFIG_NAME, MODEL_CARD, WEIGHTS_NAME, checkpoint_files, load_sam
 from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
 from flmm.head.losses import compute_losses
 from flmm.head.prep import canvas_image_mask, canvas_logits_to_image, collate_canvases, prepare_object_maps
@@ -30,9 +29,6 @@ from flmm.head.text_prompt import LanguageCue
 from flmm.head.types import GroundingQuery, GroundingResult, HeadOutput, ObjectFeatures
 from flmm.head.unet import UNetDecoder
 from flmm.lmm.types import CaptureResult, LMMIdentity
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 def _stage_confidence(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -394,14 +390,7 @@ class FLMMHead(
         **kwargs,
     ) -> "FLMMHead":
         hub = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, token=token)
-        hub["local_files_only"] = local_files_only
-        if os.path.isdir(model_id):
-            cfg_path, weights_path = Path(model_id) / CONFIG_NAME, Path(model_id) / WEIGHTS_NAME
-        else:
-            cfg_path = Path(hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, **hub))
-            weights_path = Path(hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, **hub))
-        if not cfg_path.is_file() or not weights_path.is_file():
-            raise ConfigError(f"{model_id!r} must hold {CONFIG_NAME} and {WEIGHTS_NAME}")
+        cfg_path, weights_path = checkpoint_files(model_id, local_files_only=local_files_only, **hub)
         head_cfg = HeadConfig.load(cfg_path)
         if head_cfg.use_refiner and sam_model is None:
             sam_model = load_sam(head_cfg.sam.name if head_cfg.sam else "")
