@@ -23,24 +23,16 @@ from flmm.assets_path import resolve
 from flmm.shapes.lmm import load_lmm
 from flmm.shapes.lmm_eval import answer_questions
 from flmm.world import sample_scene, split_seeds
-from flmm.world.refer import located_expressions
-
-ATTRIBUTES = ("size", "color", "shape")  # descriptor slots 0, 1, 2
+from flmm.world.qa import located_question_items
 
 
 def located_questions(seed: int, per_kind: int = 2) -> list[tuple[str, str, str]]:
     """``(question, answer, "<expression kind>/<attribute>")`` for scene ``seed``: up to ``per_kind``
     per expression kind, chosen with a generator seeded by the scene (deterministic)."""
-    scene = sample_scene(seed)
-    things = scene.spec.things
     rng = np.random.default_rng([seed, 77])
     by_kind: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for ref, desc in located_expressions(things, rng):
-        thing = things[ref.thing_ids[0]]
-        for slot, attribute in enumerate(ATTRIBUTES):
-            if desc[slot] is None:  # the expression does not say it
-                question = " ".join(["what", attribute, "is", ref.text, "?"])
-                by_kind[ref.kind].append((question, getattr(thing, attribute), f"{ref.kind}/{attribute}"))
+    for kind, item in located_question_items(sample_scene(seed).spec.things, rng):
+        by_kind[kind].append((item.question, item.answer, f"{kind}/{item.question.split()[1]}"))
     out = []
     for kind in sorted(by_kind):
         items = by_kind[kind]
