@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from flmm.world import sample_scene, split_seeds
+from flmm.world.describe import matches
 from flmm.world.refer import located_expressions
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "located_qa_by_kind.py"
@@ -29,7 +30,7 @@ def test_questions_ask_what_the_expression_leaves_open():
         assert items == module.located_questions(seed)  # deterministic
         things = sample_scene(seed).spec.things
         refs = {r.text: (r, d) for r, d in located_expressions(things, np.random.default_rng([seed, 77]))}
-        for question, answer, key in items:
+        for question, answer, key, baseline in items:
             kind, attribute = key.split("/")
             kinds.add(kind)
             words = question.split()
@@ -37,8 +38,10 @@ def test_questions_ask_what_the_expression_leaves_open():
             ref, desc = refs[" ".join(words[3:-1])]  # the expression, as the world wrote it
             assert ref.kind == kind and getattr(things[ref.thing_ids[0]], attribute) == answer
             assert desc[("size", "color", "shape").index(attribute)] is None  # left open by the expression
+            members = [getattr(t, attribute) for t in things if matches(t, desc)]
+            assert baseline == members.count(answer) / len(members) and baseline > 0
         for kind in ("location", "relation"):
-            assert sum(k.startswith(kind + "/") for _, _, k in items) <= 2
+            assert sum(k.startswith(kind + "/") for _, _, k, _ in items) <= 2
     assert kinds == {"location", "relation"}
 
 
@@ -48,7 +51,7 @@ def test_accuracy_on_the_shipped_lmm(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| gold " in out and '"location"' in out
     for kind in ("location", "relation"):
-        parts = [n for k, (_, n) in result.items() if k.startswith(kind + "/")]
+        parts = [n for k, (_, _, n) in result.items() if k.startswith(kind + "/")]
         if kind in result:
-            assert sum(parts) == result[kind][1]
-            assert 0.0 <= result[kind][0] <= 100.0
+            assert sum(parts) == result[kind][2]
+            assert 0.0 <= result[kind][0] <= 100.0 and 0.0 < result[kind][1] <= 100.0

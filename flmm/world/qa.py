@@ -102,15 +102,17 @@ def _relation_questions(things, rng: np.random.Generator) -> tuple[list[QAItem],
     return yes, no
 
 
-def located_question_items(things, rng: np.random.Generator) -> list[tuple[str, QAItem]]:
+def located_question_items(things, rng: np.random.Generator) -> list[tuple[str, d.Descriptor, QAItem]]:
     """Every question for an attribute of a thing named by a location / relation expression that leaves
-    it open (``"what color is the left-most circle ?"``), as ``(expression kind, item)``; the item's kind is
-    :data:`LOCATED` and the asked attribute is the question's second word."""
+    it open (``"what color is the left-most circle ?"``), as ``(expression kind, descriptor of the class
+    the expression picks from, item)``; the item's kind is :data:`LOCATED` and the asked attribute is the
+    question's second word."""
     out = []
     for ref, desc in located_expressions(things, rng):
         for kind, slot, answer in _attributes(things[ref.thing_ids[0]]):
             if desc[slot] is None:
-                out.append((ref.kind, QAItem(" ".join(["what", kind, "is", ref.text, "?"]), answer, LOCATED)))
+                item = QAItem(" ".join(["what", kind, "is", ref.text, "?"]), answer, LOCATED)
+                out.append((ref.kind, desc, item))
     return out
 
 
@@ -149,7 +151,7 @@ def qa_items(
     ]
     out += _sample(stuff, max_per_kind, rng)
     if located > 0:
-        out += _sample([it for _, it in located_question_items(things, rng)], located, rng)
+        out += _sample([it for _, _, it in located_question_items(things, rng)], located, rng)
     return out
 
 
