@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 from flmm.world import sample_scene, split_seeds
 from flmm.world.describe import matches
 from flmm.world.refer import located_expressions
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "located_qa_by_kind.py"
+from tests.examples_loader import load_example
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("located_qa_by_kind", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("located_qa_by_kind")
 
 
 def test_questions_ask_what_the_expression_leaves_open():

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "position_probe.py"
+from tests.examples_loader import load_example
 
 
 def test_shipped_tower_reads_position_at_the_embeddings_but_the_projector_does_not(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = importlib.util.spec_from_file_location("position_probe", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("position_probe")
     assert module.main(["--fit", "12", "--test", "6"]) == 0
     rows = {
         line.split("|")[1].strip(): [float(x) for x in line.split("|")[2:4]]

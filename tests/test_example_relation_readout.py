@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from flmm.assets_path import resolve
@@ -12,8 +9,7 @@ from flmm.errors import ConfigError
 from flmm.shapes.lmm import load_lmm
 from flmm.shapes.relation_readout import relation_readout
 from flmm.world import split_seeds
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "relation_readout.py"
+from tests.examples_loader import load_example
 
 
 def test_the_shipped_tower_finds_the_things_but_not_their_place(monkeypatch, capsys):
@@ -21,9 +17,7 @@ def test_the_shipped_tower_finds_the_things_but_not_their_place(monkeypatch, cap
     on the shipped tower's last layer answers most relation questions; with a place it must read from
     the tokens, it stays at chance. Update if a tower that keeps its place ships."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = importlib.util.spec_from_file_location("relation_readout", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("relation_readout")
     assert module.main(["--place", "exact", "--fit", "600", "--test", "150"]) == 0
     exact = float(capsys.readouterr().out.split("test ")[1].split(" %")[0])
     assert exact > 70.0

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from flmm.evaluation import build_grounder, evaluate
 from flmm.pipeline.loading import load_parts
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "res_by_kind.py"
+from tests.examples_loader import load_example
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("res_by_kind", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("res_by_kind")
 
 
 def test_found_is_the_most_overlapped_thing():

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +14,9 @@ from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig
 from flmm.shapes.oracle import OracleChatDataset, OracleTower, oracle_tokens, remember_scenes
 from flmm.world import COLORS, SHAPES, render, sample_scene, split_seeds
 from flmm.world.spec import SceneSpec, Thing
+from tests.examples_loader import load_example
 from tests.tiny.shapes_lmm import TINY_SHAPES_LMM
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "oracle_lmm.py"
 ORACLE_LMM = replace(TINY_SHAPES_LMM, vision_hidden=128)  # 4x4 grid of 128-wide tokens
 
 
@@ -65,9 +63,7 @@ def test_tower_reads_dataset_items_and_remembered_scenes_only():
 
 def test_example_trains_the_lm_stage_on_oracle_tokens_and_writes_its_evaluation(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = importlib.util.spec_from_file_location("oracle_lmm", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("oracle_lmm")
     dims = ["--vision-hidden", "128", "--vision-layers", "1", "--vision-heads", "2", "--text-hidden", "32"]
     dims += ["--text-layers", "1", "--text-heads", "2", "--text-intermediate", "64", "--patch-size", "32"]
     run = ["--steps", "50", "--batch-size", "4", "--train-scenes", "200", "--eval-scenes", "2"]
