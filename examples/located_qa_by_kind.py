@@ -24,19 +24,19 @@ import numpy as np
 from flmm.assets_path import resolve
 from flmm.shapes.lmm import load_lmm
 from flmm.shapes.lmm_eval import answer_questions
-from flmm.world import sample_scene, split_seeds
+from flmm.world import Scene, sample_scene, split_seeds
 from flmm.world.describe import matches
 from flmm.world.qa import located_question_items
 
 
-def located_questions(seed: int, per_kind: int = 2) -> list[tuple[str, str, str, float]]:
-    """``(question, answer, "<expression kind>/<attribute>", class baseline)`` for scene ``seed``: up to
+def located_questions(scene: Scene, per_kind: int = 2) -> list[tuple[str, str, str, float]]:
+    """``(question, answer, "<expression kind>/<attribute>", class baseline)`` for ``scene``: up to
     ``per_kind`` per expression kind, chosen with a generator seeded by the scene (deterministic). The
     class baseline is the chance that a random thing of the class the expression picks from ("big
     object" in "the left-most big object") has the answer: what an LM that finds the class but ignores
     the place would score."""
-    things = sample_scene(seed).spec.things
-    rng = np.random.default_rng([seed, 77])
+    things = scene.spec.things
+    rng = np.random.default_rng([scene.spec.seed, 77])
     by_kind: dict[str, list[tuple[str, str, str, float]]] = defaultdict(list)
     for kind, desc, item in located_question_items(things, rng):
         attribute = item.question.split()[1]
@@ -55,8 +55,9 @@ def located_accuracy(
 ) -> dict[str, tuple[float, float, int]]:
     """Per expression kind and per ``kind/attribute``: (exact-match accuracy, class baseline, both in
     percent, number of questions)."""
-    items = [(seed, *it) for seed in seeds for it in located_questions(seed)]
-    images = [sample_scene(seed).image for seed, *_ in items]
+    scenes = [sample_scene(seed) for seed in seeds]  # rendered once each
+    items = [(scene.image, *it) for scene in scenes for it in located_questions(scene)]
+    images = [image for image, *_ in items]
     predicted = answer_questions(model, processor, images, [it[1] for it in items], batch_size=32)
     hits: dict[str, list[tuple[bool, float]]] = defaultdict(list)
     for (_, _, answer, key, baseline), p in zip(items, predicted):

@@ -19,9 +19,10 @@ def test_questions_ask_what_the_expression_leaves_open():
     seeds = split_seeds("val", 12)
     kinds = set()
     for seed in seeds:
-        items = module.located_questions(seed)
-        assert items == module.located_questions(seed)  # deterministic
-        things = sample_scene(seed).spec.things
+        scene = sample_scene(seed)
+        items = module.located_questions(scene)
+        assert items == module.located_questions(sample_scene(seed))  # deterministic
+        things = scene.spec.things
         refs = {r.text: (r, d) for r, d in located_expressions(things, np.random.default_rng([seed, 77]))}
         for question, answer, key, baseline in items:
             kind, attribute = key.split("/")
