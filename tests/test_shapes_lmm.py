@@ -356,6 +356,12 @@ def test_stage_precision_defaults_to_auto_and_a_bad_mix_is_a_usage_error(capsys)
     with pytest.raises(SystemExit):
         parse_args(["--out", "x", "--located-questions", "-1"])
     assert "located_questions must be >= 0" in capsys.readouterr().err
+    more = parse_args(["--out", "x", "--qa-per-kind", "4", "--max-questions", "24"])[0].data
+    assert (more.qa_per_kind, more.max_questions) == (4, 24)
+    assert parse_args(["--out", "x"])[0].data.qa_per_kind == 2  # the shipped run
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--qa-per-kind", "0"])
+    assert "qa_per_kind must be >= 1, got 0 (--p-caption" in capsys.readouterr().err
 
 
 def test_position_probe_reads_the_grid_only_when_the_tokens_carry_it():

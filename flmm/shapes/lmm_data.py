@@ -65,6 +65,9 @@ class ChatDataConfig:
     def __post_init__(self) -> None:
         if not (0 <= self.p_caption and 0 <= self.p_packed and self.p_caption + self.p_packed <= 1):
             raise ConfigError("p_caption and p_packed must be >= 0 with p_caption + p_packed <= 1")
+        for name in ("max_questions", "qa_per_kind"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.located_questions < 0:
             raise ConfigError(f"located_questions must be >= 0, got {self.located_questions}")
 

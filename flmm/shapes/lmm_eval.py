@@ -74,11 +74,12 @@ def qa_accuracy(
     located: int = 0,
 ) -> dict[str, float]:
     """Exact-match accuracy of greedy answers on the questions of scenes ``seeds``: ``qa_acc`` overall and
-    ``qa_acc_<kind>`` per question kind, plus ``qa_n`` (number of questions). With ``located`` > 0, up to
+    ``qa_acc_<kind>`` per question kind, ``qa_acc_things_<n>`` on scenes of ``n`` things (1..6: how accuracy
+    falls as scenes fill), plus ``qa_n`` (number of questions). With ``located`` > 0, up to
     that many questions per scene of the opt-in kind ``located`` are asked too: they get their own
     ``qa_acc_located`` and ``qa_n_located`` and are left out of ``qa_acc`` and ``qa_n`` (comparable with or
     without them)."""
-    images, questions, answers, kinds = [], [], [], []
+    images, questions, answers, kinds, crowd = [], [], [], [], []
     for seed in seeds:
         scene = sample_scene(seed)
         for item in qa_items(scene, max_per_kind=qa_per_kind, located=located):
@@ -86,10 +87,13 @@ def qa_accuracy(
             questions.append(item.question)
             answers.append(item.answer)
             kinds.append(item.kind)
+            crowd.append(len(scene.spec.things))
     predicted = answer_questions(model, processor, images, questions, batch_size)
     per_kind: dict[str, list[bool]] = defaultdict(list)
-    for p, a, k in zip(predicted, answers, kinds):
+    for p, a, k, n in zip(predicted, answers, kinds, crowd):
         per_kind[k].append(p == a)
+        if k != LOCATED:
+            per_kind[f"things_{n}"].append(p == a)
     hits = [p == a for p, a, k in zip(predicted, answers, kinds) if k != LOCATED]
     result = {"qa_acc": float(np.mean(hits)), "qa_n": float(len(hits))}
     if located:

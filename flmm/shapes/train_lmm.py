@@ -195,7 +195,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
     p.add_argument(
         "--p-packed", type=float, default=d.data.p_packed, help="fraction of QA-then-caption conversations"
     )
-    p.add_argument("--max-questions", type=int, default=d.data.max_questions)
+    p.add_argument(
+        "--max-questions",
+        type=int,
+        default=d.data.max_questions,
+        help="questions per QA / packed conversation",
+    )
+    p.add_argument(
+        "--qa-per-kind",
+        type=int,
+        default=d.data.qa_per_kind,
+        help="questions per kind a scene offers to draw from",
+    )
     p.add_argument(
         "--p-simple", type=float, default=d.data.p_simple, help="fraction of scenes cut to 1-2 things"
     )
@@ -297,11 +308,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
             p_caption=a.p_caption,
             p_packed=a.p_packed,
             max_questions=a.max_questions,
+            qa_per_kind=a.qa_per_kind,
             p_simple=a.p_simple,
             located_questions=a.located_questions,
         )
     except ConfigError as e:
-        p.error(f"{e} (--p-caption, --p-packed, --located-questions)")
+        p.error(f"{e} (--p-caption, --p-packed, --max-questions, --qa-per-kind, --located-questions)")
     try:
         text = replace(d.text, steps=a.text_steps, lr=a.text_lr, batch_size=a.text_batch_size, data=data)
     except ConfigError as e:
