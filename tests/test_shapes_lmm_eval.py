@@ -32,3 +32,40 @@ def test_qa_accuracy_splits_by_kind_and_by_how_many_things_the_scene_has(monkeyp
     assert result["qa_n"] == len(counted) and result["qa_n_located"] == kinds.count(LOCATED)
     assert result["qa_acc"] == float(np.mean([n <= 3 for n in counted]))  # located questions left out
     assert result["qa_acc_located"] == 1.0
+
+
+def test_binding_probe_reads_what_the_tokens_carry_and_nothing_else():
+    from dataclasses import replace
+
+    import pytest
+    import torch
+
+    from flmm.errors import ConfigError
+    from flmm.shapes.lmm import build_lmm
+    from tests.tiny.shapes_lmm import TINY_SHAPES_LMM
+
+    # the world's 128-px scenes on the 16x16 grid, so that many tokens lie on things
+    model, processor = build_lmm(
+        replace(TINY_SHAPES_LMM, image_size=128, vision_hidden=64, max_positions=512)
+    )
+    model.eval()
+    seeds = split_seeds("val", 30)
+    acc = lmm_eval.binding_probe(model, processor, seeds[:20], seeds[20:])
+    assert acc["binding_tokens"] > 100
+    assert {k for k in acc if k.endswith("_acc")} == {
+        f"binding_{layer}_{a}_acc" for layer in ("0", "1", "projector") for a in ("color", "shape", "size")
+    }
+    # even a random tower's tokens say the colour under them (its patch embedding is linear in the pixels)
+    assert acc["binding_1_color_acc"] > 2 * acc["binding_color_majority"]
+    with torch.no_grad():  # every token identical: a read-out can do no better than the most frequent value
+        embeddings = model.model.vision_tower.embeddings
+        embeddings.patch_embedding.weight.zero_()
+        embeddings.position_embedding.weight.zero_()
+    blind = lmm_eval.binding_probe(model, processor, seeds[:20], seeds[20:])
+    for a in ("color", "shape", "size"):
+        assert all(
+            blind[f"binding_{layer}_{a}_acc"] <= blind[f"binding_{a}_majority"]
+            for layer in ("0", "projector")
+        )
+    with pytest.raises(ConfigError, match="coverage"):
+        lmm_eval.binding_probe(model, processor, seeds[:2], seeds[2:4], coverage=0.3)

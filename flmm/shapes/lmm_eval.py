@@ -14,6 +14,9 @@ phrase's tokens and over all layers and heads, and compares it with the phrase's
 The position probe asks whether the visual tokens the LM reads still say WHERE they are: a ridge
 classifier per axis (row, column of the grid) on each ViT hidden state and on the projector's output,
 fitted on some scenes and scored on others. Only the architecture's own token index is the label.
+
+The binding probe asks whether a visual token says what the thing under it IS (colour, shape, size),
+the same way: an LM can only find "the circle" among the tokens if the circle's own tokens say so.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from flmm.errors import ConfigError
 from flmm.shapes.lmm import feature_layers
 from flmm.shapes.lmm_data import CAPTION_PROMPTS, assistant_turn, user_turn
 from flmm.world import narrative, qa_items, referring_expressions, sample_scene
 from flmm.world.qa import LOCATED
+from flmm.world.spec import COLORS, SHAPES, SIZES
 
 
 def _image_question(question: str) -> dict:
@@ -210,6 +215,44 @@ def grounding_probe(
 
 
 @torch.inference_mode()
+@torch.no_grad()
+def _visual_tokens(
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, seeds: list[int]
+) -> dict[str, torch.Tensor]:
+    """The visual tokens of scenes ``seeds``, stacked scene after scene: for every ViT hidden state
+    ``"0"`` .. ``"L"`` (0 = patch embeddings, CLS dropped) and ``"projector"`` (what the LM reads), a
+    ``(len(seeds) * N, hidden)`` float32 tensor, N = grid * grid tokens in row-major order."""
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    layers = feature_layers(model.config)
+    rows: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for seed in seeds:
+        image = Image.fromarray(sample_scene(seed).image)
+        pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+        hidden = tower(pixels.to(tower.device, tower.dtype), output_hidden_states=True).hidden_states
+        states = [h[0, 1:] for h in hidden]
+        for k, h in enumerate(states):
+            rows[str(k)].append(h.float().cpu())
+        rows["projector"].append(projector(torch.cat([states[k] for k in layers], -1)).float().cpu())
+    return {k: torch.cat(v) for k, v in rows.items()}
+
+
+def _ridge_accuracy(
+    fit_x: torch.Tensor,
+    fit_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    classes: int,
+    ridge: float,
+) -> float:
+    """Accuracy on ``(test_x, test_y)`` of a ridge least-squares classifier onto one-hot labels (with a
+    bias), fitted on ``(fit_x, fit_y)``; ``x`` are ``(n, d)`` features, ``y`` ``(n,)`` int64 labels."""
+    x1 = torch.cat([fit_x, torch.ones(len(fit_x), 1)], 1).double()
+    gram = x1.T @ x1 + ridge * torch.eye(x1.shape[1], dtype=torch.float64)
+    weights = torch.linalg.solve(gram, x1.T @ torch.nn.functional.one_hot(fit_y, classes).double())
+    t1 = torch.cat([test_x, torch.ones(len(test_x), 1)], 1).double()
+    return float(((t1 @ weights).argmax(1) == test_y).double().mean())
+
+
 def position_probe(
     model: LlavaForConditionalGeneration,
     processor: LlavaProcessor,
@@ -225,34 +268,78 @@ def position_probe(
 
     Returns ``position_{layer}_{row|col}_acc`` (chance ``1 / grid``) for each layer.
     """
-    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
-    layers = feature_layers(model.config)
-
-    def features(seeds: list[int]) -> dict[str, torch.Tensor]:
-        rows: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for seed in seeds:
-            image = Image.fromarray(sample_scene(seed).image)
-            pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
-            hidden = tower(pixels.to(tower.device, tower.dtype), output_hidden_states=True).hidden_states
-            states = [h[0, 1:] for h in hidden]
-            for k, h in enumerate(states):
-                rows[str(k)].append(h.float().cpu())
-            projected = projector(torch.cat([states[k] for k in layers], -1))
-            rows["projector"].append(projected.float().cpu())
-        return {k: torch.cat(v) for k, v in rows.items()}
-
-    fit, test = features(fit_seeds), features(test_seeds)
+    fit, test = _visual_tokens(model, processor, fit_seeds), _visual_tokens(model, processor, test_seeds)
     n = fit["0"].shape[0] // len(fit_seeds)
     grid = int(round(n**0.5))
     index = torch.arange(n)
     out: dict[str, float] = {}
     for name, x in fit.items():
-        x1 = torch.cat([x, torch.ones(len(x), 1)], 1).double()
-        gram = x1.T @ x1 + ridge * torch.eye(x1.shape[1], dtype=torch.float64)
-        y1 = torch.cat([test[name], torch.ones(len(test[name]), 1)], 1).double()
         for axis, label in (("row", index // grid), ("col", index % grid)):
-            target = torch.nn.functional.one_hot(label.repeat(len(fit_seeds)), grid).double()
-            weights = torch.linalg.solve(gram, x1.T @ target)
-            hits = (y1 @ weights).argmax(1) == label.repeat(len(test_seeds))
-            out[f"position_{name}_{axis}_acc"] = float(hits.double().mean())
+            acc = _ridge_accuracy(
+                x, label.repeat(len(fit_seeds)), test[name], label.repeat(len(test_seeds)), grid, ridge
+            )
+            out[f"position_{name}_{axis}_acc"] = acc
+    return out
+
+
+def _covering_things(seeds: list[int], grid: int, coverage: float) -> torch.Tensor:
+    """``(len(seeds) * grid * grid, 3)`` int64: per visual token (scene after scene, row-major), the colour,
+    shape and size index of the thing whose visible pixels cover more than ``coverage`` of its cell;
+    -1 where none does."""
+    out = []
+    for seed in seeds:
+        scene = sample_scene(seed)
+        labels = torch.full((grid * grid, 3), -1, dtype=torch.long)
+        for thing, mask in zip(scene.spec.things, scene.thing_masks):
+            cells = torch.from_numpy(_cell_coverage(mask, grid).ravel() > coverage)
+            labels[cells] = torch.tensor(
+                [COLORS.index(thing.color), SHAPES.index(thing.shape), SIZES.index(thing.size)]
+            )
+        out.append(labels)
+    return torch.cat(out)
+
+
+def binding_probe(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    fit_seeds: list[int],
+    test_seeds: list[int],
+    coverage: float = 0.5,
+    ridge: float = 1.0,
+) -> dict[str, float]:
+    """Does a visual token say what the thing under it is? A linear read-out of the colour, shape and
+    size of the thing covering a token's cell, from that token alone.
+
+    Only tokens whose cell (an 8x8-pixel patch of the 128-pixel scene) is covered to more than
+    ``coverage`` (>= 0.5: by one thing at most) by one thing's visible pixels count; the world's masks
+    are used here to measure, never in training. Per ViT hidden state and for the projector's output, a ridge
+    classifier is fitted on the tokens of ``fit_seeds`` and scored on those of ``test_seeds``. An LM can
+    answer "what color is the circle ?" by looking for the circle only where tokens carry the shape
+    locally; tokens that carry the scene's shapes as a whole leave it to guess among the scene's colours.
+
+    Returns ``binding_{layer}_{color|shape|size}_acc`` and ``binding_{color|shape|size}_majority`` (the
+    share of the most frequent value among the scored tokens: what a read-out that ignores the token
+    gets), plus ``binding_tokens`` (number scored).
+    """
+    if not 0.5 <= coverage < 1.0:
+        raise ConfigError(
+            f"coverage must be in [0.5, 1) so that one thing at most covers a cell, got {coverage}"
+        )
+    fit, test = _visual_tokens(model, processor, fit_seeds), _visual_tokens(model, processor, test_seeds)
+    grid = int(round((fit["0"].shape[0] // len(fit_seeds)) ** 0.5))
+    fit_y, test_y = _covering_things(fit_seeds, grid, coverage), _covering_things(test_seeds, grid, coverage)
+    fit_rows, test_rows = fit_y[:, 0] >= 0, test_y[:, 0] >= 0
+    out: dict[str, float] = {"binding_tokens": float(test_rows.sum())}
+    for a, (attribute, values) in enumerate((("color", COLORS), ("shape", SHAPES), ("size", SIZES))):
+        counts = torch.bincount(test_y[test_rows, a], minlength=len(values))
+        out[f"binding_{attribute}_majority"] = float(counts.max() / counts.sum())
+        for name, x in fit.items():
+            out[f"binding_{name}_{attribute}_acc"] = _ridge_accuracy(
+                x[fit_rows],
+                fit_y[fit_rows, a],
+                test[name][test_rows],
+                test_y[test_rows, a],
+                len(values),
+                ridge,
+            )
     return out

@@ -34,7 +34,13 @@ from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
 from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
 from flmm.shapes.text_pretrain import TextPretrainConfig, pretrain_text  # noqa: E402
-from flmm.shapes.vision_warmup import PLACEMENTS, VisionWarmupConfig, shipped_warmup, warm_up_vision  # noqa: E402
+from flmm.shapes.vision_warmup import (
+    PLACEMENTS,
+    WORD_POOLS,
+    VisionWarmupConfig,
+    shipped_warmup,
+    warm_up_vision,
+)  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -270,6 +276,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         help="weight of the token-address loss in the warm-up's 'relations' phase",
     )
     p.add_argument(
+        "--vision-word-pool",
+        choices=WORD_POOLS,
+        default=d.vision.word_pool,
+        help="how the warm-up's word probe reads the patch tokens: their mean, or each word's best token",
+    )
+    p.add_argument(
         "--freeze-vision",
         action=argparse.BooleanOptionalAction,
         default=d.freeze_vision,
@@ -299,6 +311,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
             lr=lrs[0] if len(lrs) == 1 else lrs,
             relation_weight=a.relation_weight,
             address_weight=a.address_weight,
+            word_pool=a.vision_word_pool,
         )
     except ConfigError as e:
         p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr, --relation-weight, --address-weight)")

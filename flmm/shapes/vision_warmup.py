@@ -61,6 +61,7 @@ from flmm.world import split_seeds
 
 SCENE_PLACEMENTS = ("scenes", "relations")  # whole-scene phases (SceneImages)
 PLACEMENTS = (*SINGLE_PLACEMENTS, *SCENE_PLACEMENTS)
+WORD_POOLS = ("mean", "max")  # how the word probe reads the patch tokens (VisionWarmupConfig.word_pool)
 _PAIRS = slice(len(SINGLE_CONCEPTS), len(CONCEPTS))  # the colour-shape pairs within CONCEPTS
 
 
@@ -79,6 +80,9 @@ class VisionWarmupConfig:
         concept_weight: weight of the whole-scene concept loss (phase ``scenes``) against the word loss.
         relation_weight: weight of the relation-question loss (phase ``relations``).
         address_weight: weight of the token-address loss (phase ``relations``).
+        word_pool: how the word probe reads the patch tokens: ``"mean"`` (the shipped warm-up: the
+            probe sees the mean token) or ``"max"`` (it scores every token and keeps each word's best,
+            so that one token must show the thing's shape on its own).
     """
 
     phases: tuple[str, ...] = ("aligned", "jitter", "random")
@@ -90,6 +94,7 @@ class VisionWarmupConfig:
     concept_weight: float = 0.1
     relation_weight: float = 1.0
     address_weight: float = 1.0
+    word_pool: str = "mean"
 
     def __post_init__(self) -> None:
         self.phases, self.steps = tuple(self.phases), tuple(self.steps)
@@ -98,6 +103,10 @@ class VisionWarmupConfig:
         bad = [p for p in self.phases if p not in PLACEMENTS]
         if bad:
             raise ConfigError(f"vision warm-up: unknown placement(s) {bad}; choose from {PLACEMENTS}")
+        if self.word_pool not in WORD_POOLS:
+            raise ConfigError(
+                f"vision warm-up: word_pool must be one of {WORD_POOLS}, got {self.word_pool!r}"
+            )
         if any(n < 1 for n in self.steps):
             raise ConfigError(f"vision warm-up: step counts must be positive, got {self.steps}")
         weights = (self.concept_weight, self.relation_weight, self.address_weight)
@@ -138,7 +147,8 @@ class VisionWarmupObjective(nn.Module):
     """The warm-up's losses on the tower's patch tokens (LLaVA's "default" features: CLS dropped).
 
     * ``labels (B, 3)``: softmax cross-entropy per word group (colour, shape, size) from ``probe``, a
-      linear layer on the MEAN patch token; rows or groups at -100 are ignored.
+      linear layer on the MEAN patch token (``word_pool="max"``: on every token, each word's logit the
+      largest over tokens); rows or groups at -100 are ignored.
     * ``concepts (B, C)``, when in the batch: ``concept_weight`` x BCE (summed over concepts, averaged
       over rows) from ``concept_probe``, a linear layer on EVERY patch token max-pooled over tokens;
       rows whose first entry is negative are ignored.
@@ -151,6 +161,7 @@ class VisionWarmupObjective(nn.Module):
         feature_layer: LLaVA's ``vision_feature_layer`` (the hidden state its projector reads).
         concept_weight: weight of the concept loss.
         relation_weight, address_weight: weights of the relation and token-address losses.
+        word_pool: ``"mean"`` or ``"max"`` (see :class:`VisionWarmupConfig`).
     """
 
     def __init__(
@@ -160,9 +171,12 @@ class VisionWarmupObjective(nn.Module):
         concept_weight: float = 0.1,
         relation_weight: float = 1.0,
         address_weight: float = 1.0,
+        word_pool: str = "mean",
     ) -> None:
         super().__init__()
-        self.tower, self.feature_layer = tower, feature_layer
+        if word_pool not in WORD_POOLS:
+            raise ConfigError(f"word_pool must be one of {WORD_POOLS}, got {word_pool!r}")
+        self.tower, self.feature_layer, self.word_pool = tower, feature_layer, word_pool
         self.weights = {"concept": concept_weight, "relation": relation_weight, "address": address_weight}
         hidden = int(tower.config.hidden_size)
         self.probe = nn.Linear(hidden, sum(len(g) for g in GROUPS))
@@ -188,7 +202,10 @@ class VisionWarmupObjective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         states = self.tower(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states
         tokens = states[self.feature_layer][:, 1:]  # (B, N, hidden)
-        logits = self.probe(tokens.mean(1))
+        if self.word_pool == "max":
+            logits = self.probe(tokens).amax(1)  # (B, words): each word's best token
+        else:
+            logits = self.probe(tokens.mean(1))
         losses, out, start = [], {}, 0
         for name, group, target in zip(("colour", "shape", "size"), GROUPS, batch["labels"].T):
             part = logits[:, start : start + len(group)].float()
@@ -273,7 +290,7 @@ def warm_up_vision(
     )
     seeds = seeds[: cfg.scenes]
     objective = VisionWarmupObjective(
-        tower, layer, cfg.concept_weight, cfg.relation_weight, cfg.address_weight
+        tower, layer, cfg.concept_weight, cfg.relation_weight, cfg.address_weight, cfg.word_pool
     )
     accuracy: dict[str, float] | None = {} if not cfg.phases else None
     for k, (placement, steps, lr) in enumerate(zip(cfg.phases, cfg.steps, cfg.phase_lrs())):
