@@ -86,6 +86,27 @@ def test_bad_configs_raise():
     )
     assert VisionWarmupConfig(phases=("random", "random"), steps=(3, 3), lr=(1e-3, 1e-3)).lr == 1e-3
     assert VisionWarmupConfig(phases=(), steps=()).phase_lrs() == ()  # off, whatever the default lr
+    with pytest.raises(ConfigError, match="word_pool must be one of"):
+        VisionWarmupConfig(word_pool="median")
+
+
+def test_max_word_pool_scores_each_word_by_its_best_token():
+    model, processor = build_lmm(TINY, seed=1)
+    data = SingleThingImages(split_seeds("train", 4), processor.image_processor, 32, "random")
+    batch = collate_batch([data[i] for i in range(4)])
+    tower = model.model.vision_tower
+    with torch.no_grad():
+        tokens = tower(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states[-1][:, 1:]
+        for pool, read in (("mean", lambda p: p(tokens.mean(1))), ("max", lambda p: p(tokens).amax(1))):
+            objective = VisionWarmupObjective(tower, word_pool=pool)
+            logits, expected, start = read(objective.probe), 0.0, 0
+            for group, target in zip(GROUPS, batch["labels"].T):  # the word loss, group by group
+                part, valid = logits[:, start : start + len(group)], target >= 0
+                start += len(group)
+                if valid.any():
+                    expected += torch.nn.functional.cross_entropy(part[valid], target[valid])
+            assert torch.allclose(objective(batch)["loss"], torch.as_tensor(expected))
+        assert not torch.allclose(tokens.mean(1), tokens.amax(1))  # the two pools read different things
 
 
 def test_scene_items_mix_whole_scenes_with_caption_concepts_and_single_things():
