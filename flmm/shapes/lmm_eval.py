@@ -33,6 +33,7 @@ from flmm.shapes.lmm import feature_layers
 from flmm.shapes.lmm_data import CAPTION_PROMPTS, assistant_turn, user_turn
 from flmm.world import narrative, qa_items, referring_expressions, sample_scene
 from flmm.world.qa import LOCATED
+from flmm.world.scene import Scene
 from flmm.world.spec import COLORS, SHAPES, SIZES
 
 
@@ -217,16 +218,16 @@ def grounding_probe(
 @torch.inference_mode()
 @torch.no_grad()
 def _visual_tokens(
-    model: LlavaForConditionalGeneration, processor: LlavaProcessor, seeds: list[int]
+    model: LlavaForConditionalGeneration, processor: LlavaProcessor, scenes: list[Scene]
 ) -> dict[str, torch.Tensor]:
-    """The visual tokens of scenes ``seeds``, stacked scene after scene: for every ViT hidden state
+    """The visual tokens of ``scenes``, stacked scene after scene: for every ViT hidden state
     ``"0"`` .. ``"L"`` (0 = patch embeddings, CLS dropped) and ``"projector"`` (what the LM reads), a
-    ``(len(seeds) * N, hidden)`` float32 tensor, N = grid * grid tokens in row-major order."""
+    ``(len(scenes) * N, hidden)`` float32 tensor, N = grid * grid tokens in row-major order."""
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
     layers = feature_layers(model.config)
     rows: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for seed in seeds:
-        image = Image.fromarray(sample_scene(seed).image)
+    for scene in scenes:
+        image = Image.fromarray(scene.image)
         pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
         hidden = tower(pixels.to(tower.device, tower.dtype), output_hidden_states=True).hidden_states
         states = [h[0, 1:] for h in hidden]
@@ -268,7 +269,10 @@ def position_probe(
 
     Returns ``position_{layer}_{row|col}_acc`` (chance ``1 / grid``) for each layer.
     """
-    fit, test = _visual_tokens(model, processor, fit_seeds), _visual_tokens(model, processor, test_seeds)
+    fit, test = (
+        _visual_tokens(model, processor, [sample_scene(s) for s in seeds])
+        for seeds in (fit_seeds, test_seeds)
+    )
     n = fit["0"].shape[0] // len(fit_seeds)
     grid = int(round(n**0.5))
     index = torch.arange(n)
@@ -282,13 +286,12 @@ def position_probe(
     return out
 
 
-def _covering_things(seeds: list[int], grid: int, coverage: float) -> torch.Tensor:
-    """``(len(seeds) * grid * grid, 3)`` int64: per visual token (scene after scene, row-major), the colour,
+def _covering_things(scenes: list[Scene], grid: int, coverage: float) -> torch.Tensor:
+    """``(len(scenes) * grid * grid, 3)`` int64: per visual token (scene after scene, row-major), the colour,
     shape and size index of the thing whose visible pixels cover more than ``coverage`` of its cell;
     -1 where none does."""
     out = []
-    for seed in seeds:
-        scene = sample_scene(seed)
+    for scene in scenes:
         labels = torch.full((grid * grid, 3), -1, dtype=torch.long)
         for thing, mask in zip(scene.spec.things, scene.thing_masks):
             cells = torch.from_numpy(_cell_coverage(mask, grid).ravel() > coverage)
@@ -325,9 +328,13 @@ def binding_probe(
         raise ConfigError(
             f"coverage must be in [0.5, 1) so that one thing at most covers a cell, got {coverage}"
         )
-    fit, test = _visual_tokens(model, processor, fit_seeds), _visual_tokens(model, processor, test_seeds)
+    fit_scenes, test_scenes = [sample_scene(s) for s in fit_seeds], [sample_scene(s) for s in test_seeds]
+    fit, test = _visual_tokens(model, processor, fit_scenes), _visual_tokens(model, processor, test_scenes)
     grid = int(round((fit["0"].shape[0] // len(fit_seeds)) ** 0.5))
-    fit_y, test_y = _covering_things(fit_seeds, grid, coverage), _covering_things(test_seeds, grid, coverage)
+    fit_y, test_y = (
+        _covering_things(fit_scenes, grid, coverage),
+        _covering_things(test_scenes, grid, coverage),
+    )
     fit_rows, test_rows = fit_y[:, 0] >= 0, test_y[:, 0] >= 0
     out: dict[str, float] = {"binding_tokens": float(test_rows.sum())}
     for a, (attribute, values) in enumerate((("color", COLORS), ("shape", SHAPES), ("size", SIZES))):
