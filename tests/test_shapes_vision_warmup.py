@@ -182,7 +182,18 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
 
     argv = ["--out", str(tmp_path), "--vision-phases", "aligned,scenes", "--vision-steps", "2,1"]
     cfg, _ = parse_args(
-        [*argv, "--vision-lr", "1e-3,3e-4", "--freeze-vision", "--steps", "2", "--text-steps", "2"]
+        [
+            *argv,
+            "--vision-lr",
+            "1e-3,3e-4",
+            "--freeze-vision",
+            "--steps",
+            "2",
+            "--text-steps",
+            "2",
+            "--align-steps",
+            "2",
+        ]
     )
     assert cfg.vision.phases == ("aligned", "scenes") and cfg.vision.steps == (2, 1) and cfg.freeze_vision
     assert cfg.vision.phase_lrs() == (1e-3, 3e-4)
@@ -203,8 +214,11 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
         export_dtype="float32",
     )
     final = train_lmm(cfg)
-    assert {"vision_warmup_val_shape_acc", "text_phase_text_token_acc", "qa_acc"} <= set(final)
-    assert os.path.isfile(os.path.join(tmp_path, "text", "text.safetensors"))  # warm-up, text, then LMM
+    assert {"vision_warmup_val_shape_acc", "text_phase_text_token_acc", "align_qa_acc", "qa_acc"} <= set(
+        final
+    )
+    for phase in ("text/text", "align/align"):  # warm-up, text, alignment, then LMM
+        assert os.path.isfile(os.path.join(tmp_path, f"{phase}.safetensors"))
     file = os.path.join(tmp_path, "vision", "1-scenes", "warmup.safetensors")
     warmed = {k.removeprefix("tower."): v for k, v in load_file(file).items() if k.startswith("tower.")}
     exported, _ = load_lmm(os.path.join(tmp_path, "hf"))

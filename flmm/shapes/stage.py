@@ -12,10 +12,14 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from flmm.errors import ConfigError
 from flmm.train import TrainConfig, Trainer, TrainResult
@@ -117,6 +121,41 @@ def train_timed(stage: str, trainer: Trainer, resume: bool) -> tuple[TrainResult
     if result.interrupted:
         print(f"[{stage}] interrupted at step {result.state.global_step}; resume with --resume")
     return result, (time.time() - start) / 60
+
+
+@contextmanager
+def trainable_only(model: nn.Module, keep: Callable[[str], bool]) -> Iterator[None]:
+    """Within the block only the parameters of ``model`` whose names ``keep`` accepts (and that were
+    trainable) get gradients; the others' ``requires_grad`` is restored on exit, also after an error. Build
+    the :class:`~flmm.train.Trainer` inside the block: it optimises what is trainable when it is made
+    (and DDP wants parameters that get no gradient said so)."""
+    frozen = [p for n, p in model.named_parameters() if p.requires_grad and not keep(n)]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def save_part(model: nn.Module, keep: Callable[[str], bool], path: str) -> None:
+    """Write the tensors of ``model.state_dict()`` whose names ``keep`` accepts to ``path`` (safetensors):
+    the mark that a phase which trained only them is done."""
+    save_file({n: t.detach().contiguous() for n, t in model.state_dict().items() if keep(n)}, path)
+
+
+def load_part(model: nn.Module, path: str, phase: str) -> None:
+    """Load a :func:`save_part` file into ``model`` (the tensors it lacks keep their values). A file that
+    does not fit (unknown names, other shapes) is a ConfigError telling to re-run ``phase``."""
+    try:
+        unexpected = model.load_state_dict(load_file(path), strict=False).unexpected_keys
+    except RuntimeError as e:  # a tensor of another shape
+        unexpected = [str(e).splitlines()[0]]
+    if unexpected:
+        raise ConfigError(
+            f"{path} does not fit this LMM ({unexpected[:3]}); re-run the {phase} without --resume"
+        )
 
 
 def folder_size_mb(folder: str) -> float:

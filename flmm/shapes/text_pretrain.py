@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flmm.errors import ConfigError
@@ -35,6 +34,7 @@ from flmm.shapes.lmm_data import (
     encode,
 )
 from flmm.shapes.lmm_objective import CausalLMObjective, answer_hits
+from flmm.shapes.stage import load_part, save_part, trainable_only
 from flmm.train import TrainConfig, Trainer
 from flmm.world import Scene, split_seeds
 from flmm.world.describe import IN_REGION, article, regions
@@ -152,36 +152,21 @@ def pretrain_text(
     objective = CausalLMObjective(lmm)
     val = TextChatDataset(split_seeds("val", cfg.val_conversations), processor, cfg.data)
     if resume and os.path.isfile(done):
-        try:
-            unexpected = lmm.load_state_dict(load_file(done), strict=False).unexpected_keys
-        except RuntimeError as e:  # a tensor of another shape
-            unexpected = [str(e).splitlines()[0]]
-        if unexpected:
-            raise ConfigError(
-                f"{done} does not fit this LMM ({unexpected[:3]}); re-run the text phase without --resume"
-            )
+        load_part(lmm, done, "text phase")
         return answer_accuracy(objective, val)
     train = TrainConfig(
         output_dir=folder, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=loop.seed,
         mixed_precision=loop.mixed_precision, num_workers=loop.num_workers, max_minutes=loop.max_minutes,
         save_every_steps=250, log_every_steps=25,
     )  # fmt: skip
-    # only the language model learns here: nothing else would get a gradient, and DDP wants that said
-    frozen = [p for n, p in lmm.named_parameters() if p.requires_grad and not _is_text(n)]
-    for p in frozen:
-        p.requires_grad_(False)
     data = TextChatDataset(seeds, processor, cfg.data)
     collate = ChatCollator(processor.tokenizer.pad_token_id)
-    trainer = Trainer(objective, data, collate, train, eval_fn=lambda _m: answer_accuracy(objective, val))
-    try:
+    with trainable_only(lmm, _is_text):  # only the language model learns here: nothing else gets a gradient
+        trainer = Trainer(objective, data, collate, train, eval_fn=lambda _m: answer_accuracy(objective, val))
         result = trainer.train(resume=resume)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
     if result.interrupted:
         return None
-    text = {n: t.detach().contiguous() for n, t in lmm.state_dict().items() if _is_text(n)}
-    save_file(text, done)
+    save_part(lmm, _is_text, done)
     return dict(result.last_eval)
 
 

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from flmm.errors import ConfigError  # noqa: E402
+from flmm.shapes.align import align_projector  # noqa: E402
 from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
 from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
@@ -70,6 +71,9 @@ class LMMStageConfig:
         text: a text-only phase of the language model on scenes told in words, after the vision
             warm-up and before the multimodal stage (``steps=0``: off); see
             :mod:`flmm.shapes.text_pretrain`.
+        align_steps: steps of a projector-only phase (language model frozen, LLaVA's first stage) on
+            the LMM stage's conversations, after the text phase (0: off, the shipped); see
+            :mod:`flmm.shapes.align`.
     """
 
     model: ShapesLMMConfig = field(default_factory=ShapesLMMConfig)
@@ -100,6 +104,11 @@ class LMMStageConfig:
     vision: VisionWarmupConfig = field(default_factory=shipped_warmup)
     freeze_vision: bool = True
     text: TextPretrainConfig = field(default_factory=lambda: TextPretrainConfig(steps=800))
+    align_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.align_steps < 0:
+            raise ConfigError(f"align_steps must be >= 0, got {self.align_steps}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,18 +157,30 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
         seed=cfg.train.seed, resume=resume, mixed_precision=cfg.train.mixed_precision,
     )  # fmt: skip
     if warm is None:
-        print("[train_lmm] interrupted in the vision warm-up; resume with --resume")
-        return {"interrupted": 1.0, "step": 0.0}
+        return _interrupted("vision warm-up")
     warm_minutes = (time.time() - start) / 60
     start = time.time()
     text = pretrain_text(lmm, processor, cfg.text, seeds, out, cfg.train, resume=resume)
     if text is None:
-        print("[train_lmm] interrupted in the text phase; resume with --resume")
-        return {"interrupted": 1.0, "step": 0.0}
+        return _interrupted("text phase")
     text_minutes = (time.time() - start) / 60
     if cfg.freeze_vision:
         lmm.model.vision_tower.requires_grad_(False)
-    trainer = lm_stage_trainer(lmm, processor, cfg, ShapesChatDataset(seeds, processor, cfg.data))
+    dataset = ShapesChatDataset(seeds, processor, cfg.data)
+    start = time.time()
+    aligned: dict[str, float] | None = {}
+    if cfg.align_steps:
+        folder = os.path.join(out, "align")
+        loop = replace(
+            cfg.train, output_dir=folder, max_steps=cfg.align_steps, eval_every_steps=cfg.align_steps
+        )
+        aligned = align_projector(
+            lmm, lambda: lm_stage_trainer(lmm, processor, replace(cfg, train=loop), dataset), folder, resume
+        )
+        if aligned is None:
+            return _interrupted("alignment phase")
+    align_minutes = (time.time() - start) / 60
+    trainer = lm_stage_trainer(lmm, processor, cfg, dataset)
     result, train_minutes = train_timed("train_lmm", trainer, resume)
     if result.interrupted:
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
@@ -168,9 +189,11 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     final = evaluate(lmm, processor, cfg)
     final.update({f"vision_warmup_{k}": v for k, v in warm.items()})
     final.update({f"text_phase_{k}": v for k, v in text.items()})
+    final.update({f"align_{k}": v for k, v in (aligned or {}).items()})
     final.update(
         vision_warmup_minutes_this_call=warm_minutes,
         text_phase_minutes_this_call=text_minutes,
+        align_minutes_this_call=align_minutes,
         train_minutes_this_call=train_minutes,
         train_seconds_total=result.state.elapsed_seconds,
         steps=float(result.state.global_step),
@@ -178,6 +201,11 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
         size_mb=folder_size_mb(folder),
     )
     return finish_run(out, final)
+
+
+def _interrupted(phase: str) -> dict[str, float]:
+    print(f"[train_lmm] interrupted in the {phase}; resume with --resume")
+    return {"interrupted": 1.0, "step": 0.0}
 
 
 def _numbers(p: argparse.ArgumentParser, flag: str, text: str, kind: type) -> tuple:
@@ -297,9 +325,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         "--text-lr", type=float, default=d.text.lr, help="peak learning rate of the text-only phase"
     )
     p.add_argument("--text-batch-size", type=int, default=d.text.batch_size)
+    p.add_argument(
+        "--align-steps",
+        type=int,
+        default=d.align_steps,
+        help="steps of a projector-only phase (language model frozen) before the LMM stage (0: off)",
+    )
     a = p.parse_args(argv)
     if a.projector_address_weight < 0:
         p.error(f"--projector-address-weight must be >= 0, got {a.projector_address_weight}")
+    if a.align_steps < 0:
+        p.error(f"--align-steps must be >= 0, got {a.align_steps}")
     phases = tuple(x.strip() for x in a.vision_phases.split(",") if x.strip())
     steps = _numbers(p, "--vision-steps", a.vision_steps, int)
     lrs = _numbers(p, "--vision-lr", a.vision_lr, float)
@@ -358,6 +394,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         vision=vision,
         freeze_vision=a.freeze_vision,
         text=text,
+        align_steps=a.align_steps,
     )
     return cfg, a.resume
 
