@@ -359,8 +359,8 @@ def test_stage_precision_defaults_to_auto_and_a_bad_mix_is_a_usage_error(capsys)
     more = parse_args(["--out", "x", "--qa-per-kind", "4", "--max-questions", "24"])[0].data
     assert (more.qa_per_kind, more.max_questions) == (4, 24)
     assert parse_args(["--out", "x"])[0].data.qa_per_kind == 2  # the shipped run
-    assert parse_args(["--out", "x"])[0].vision.word_pool == "mean"  # the shipped warm-up
-    assert parse_args(["--out", "x", "--vision-word-pool", "max"])[0].vision.word_pool == "max"
+    assert parse_args(["--out", "x"])[0].vision.word_pool == "max"  # the shipped warm-up
+    assert parse_args(["--out", "x", "--vision-word-pool", "mean"])[0].vision.word_pool == "mean"
     with pytest.raises(SystemExit):
         parse_args(["--out", "x", "--qa-per-kind", "0"])
     assert "qa_per_kind must be >= 1, got 0 (--p-caption" in capsys.readouterr().err

@@ -72,7 +72,7 @@ class LMMStageConfig:
             warm-up and before the multimodal stage (``steps=0``: off); see
             :mod:`flmm.shapes.text_pretrain`.
         align_steps: steps of a projector-only phase (language model frozen, LLaVA's first stage) on
-            the LMM stage's conversations, after the text phase (0: off, the shipped); see
+            the LMM stage's conversations, after the text phase (0: off; the shipped run: 300); see
             :mod:`flmm.shapes.align`.
     """
 
@@ -104,7 +104,7 @@ class LMMStageConfig:
     vision: VisionWarmupConfig = field(default_factory=shipped_warmup)
     freeze_vision: bool = True
     text: TextPretrainConfig = field(default_factory=lambda: TextPretrainConfig(steps=800))
-    align_steps: int = 0
+    align_steps: int = 300
 
     def __post_init__(self) -> None:
         if self.align_steps < 0:

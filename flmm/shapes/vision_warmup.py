@@ -80,8 +80,8 @@ class VisionWarmupConfig:
         concept_weight: weight of the whole-scene concept loss (phase ``scenes``) against the word loss.
         relation_weight: weight of the relation-question loss (phase ``relations``).
         address_weight: weight of the token-address loss (phase ``relations``).
-        word_pool: how the word probe reads the patch tokens: ``"mean"`` (the shipped warm-up: the
-            probe sees the mean token) or ``"max"`` (it scores every token and keeps each word's best,
+        word_pool: how the word probe reads the patch tokens: ``"mean"`` (the probe sees the mean
+            token) or ``"max"`` (the shipped warm-up: it scores every token and keeps each word's best,
             so that one token must show the thing's shape on its own).
     """
 
@@ -134,12 +134,14 @@ class VisionWarmupConfig:
 
 
 def shipped_warmup() -> VisionWarmupConfig:
-    """The warm-up of the shipped tiny LMM (run ``f6``, docs/training-log.md): single things at
-    patch-aligned positions, +-2 px, anywhere (twice: lr 1e-3 then 3e-4), then whole scenes."""
+    """The warm-up of the shipped tiny LMM (run ``t1MA``, docs/training-log.md): single things at
+    patch-aligned positions, +-2 px, anywhere (twice: lr 1e-3 then 3e-4), then whole scenes; the word
+    probe reads each word's best token (``word_pool="max"``)."""
     return VisionWarmupConfig(
         phases=("aligned", "jitter", "random", "random", "scenes"),
         steps=(400, 300, 700, 1000, 800),
         lr=(1e-3, 1e-3, 1e-3, 3e-4, 5e-4),
+        word_pool="max",
     )
 
 
