@@ -4,7 +4,8 @@
 
 1. the tiny LLaVA on captions and QA only (``flmm.shapes.train_lmm``; its vision tower first warms up on
    the caption words of single-thing scenes, then of whole scenes, ``flmm.shapes.vision_warmup``, and its
-   Llama first learns from scenes told in words, ``flmm.shapes.text_pretrain``);
+   Llama first learns from scenes told in words, ``flmm.shapes.text_pretrain``, then the projector
+   alone learns to feed it images, ``flmm.shapes.align``);
 2. the tiny SAM on box / point prompts (``flmm.shapes.train_sam``);
 3. the F-LMM head on the frozen 1 and 2 (``flmm.shapes.train_head``).
 

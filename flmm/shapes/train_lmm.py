@@ -3,8 +3,9 @@
 Everything is trained from scratch. First the vision tower warms up on the caption words of single-thing
 scenes, then of whole scenes (:mod:`flmm.shapes.vision_warmup`, ``<out>/vision/``); then the Llama
 alone reads scenes told in words and answers about them (:mod:`flmm.shapes.text_pretrain`,
-``<out>/text/``); then the tower is frozen (as LLaVA keeps its CLIP tower) and the projector and the
-Llama learn captions and QA on images. The whole LMM is frozen later, by F-LMM.
+``<out>/text/``); then the tower is frozen (as LLaVA keeps its CLIP tower), the projector alone learns
+captions and QA on images with the Llama frozen (:mod:`flmm.shapes.align`, ``<out>/align/``), and then
+the projector and the Llama learn them together. The whole LMM is frozen later, by F-LMM.
 The run folder gets the training config, a JSONL log, checkpoints (resumable) and, at the end, the
 Hugging Face folder ``<out>/hf`` plus ``<out>/eval.json`` (QA accuracy and the grounding probe on
 held-out ``val`` scenes).
