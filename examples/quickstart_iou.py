@@ -18,6 +18,7 @@ import json
 import numpy as np
 
 from flmm.errors import InputError
+from flmm.metrics.segmentation import mask_iou
 from flmm.pipeline import GroundingPipeline
 from flmm.world import COLORS, SHAPES, SIZES, Scene, render
 from flmm.world.describe import members
@@ -48,9 +49,7 @@ def named_things(scene: Scene, phrase: str) -> tuple[int, ...]:
 def score(mask: np.ndarray, scene: Scene, ids: tuple[int, ...]) -> dict:
     """IoU of ``mask`` ``(H, W)`` bool with the union of things ``ids``'s visible masks, and per thing
     the share of its visible pixels inside ``mask`` (``coverage``, in [0, 1])."""
-    gt = scene.thing_masks[list(ids)].any(0)
-    union = np.logical_or(mask, gt).sum()
-    iou = float(np.logical_and(mask, gt).sum() / union) if union else 0.0
+    iou = mask_iou(mask, scene.thing_masks[list(ids)].any(0))
     coverage = [float(np.logical_and(mask, m).sum() / max(int(m.sum()), 1)) for m in scene.thing_masks]
     return {"iou": iou, "things": list(ids), "coverage": coverage}
 

@@ -169,17 +169,18 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
         lmm.model.vision_tower.requires_grad_(False)
     dataset = ShapesChatDataset(seeds, processor, cfg.data)
     start = time.time()
-    aligned: dict[str, float] | None = {}
+    aligned: dict[str, float] = {}
     if cfg.align_steps:
         folder = os.path.join(out, "align")
         loop = replace(
             cfg.train, output_dir=folder, max_steps=cfg.align_steps, eval_every_steps=cfg.align_steps
         )
-        aligned = align_projector(
+        got = align_projector(
             lmm, lambda: lm_stage_trainer(lmm, processor, replace(cfg, train=loop), dataset), folder, resume
         )
-        if aligned is None:
+        if got is None:
             return _interrupted("alignment phase")
+        aligned = got
     align_minutes = (time.time() - start) / 60
     trainer = lm_stage_trainer(lmm, processor, cfg, dataset)
     result, train_minutes = train_timed("train_lmm", trainer, resume)
@@ -190,7 +191,7 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     final = evaluate(lmm, processor, cfg)
     final.update({f"vision_warmup_{k}": v for k, v in warm.items()})
     final.update({f"text_phase_{k}": v for k, v in text.items()})
-    final.update({f"align_{k}": v for k, v in (aligned or {}).items()})
+    final.update({f"align_{k}": v for k, v in aligned.items()})
     final.update(
         vision_warmup_minutes_this_call=warm_minutes,
         text_phase_minutes_this_call=text_minutes,
