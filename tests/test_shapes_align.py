@@ -59,7 +59,7 @@ def test_phase_trains_the_projector_only_and_resumes_from_its_file(tmp_path):
 
 
 def test_stage_flag_and_validation(capsys):
-    assert parse_args(["--out", "x"])[0].align_steps == 300  # the shipped run
+    assert parse_args(["--out", "x"])[0].align_steps == 900  # the shipped run (t1MA9)
     assert parse_args(["--out", "x", "--align-steps", "300"])[0].align_steps == 300
     with pytest.raises(SystemExit):
         parse_args(["--out", "x", "--align-steps", "-1"])

@@ -73,7 +73,7 @@ class LMMStageConfig:
             warm-up and before the multimodal stage (``steps=0``: off); see
             :mod:`flmm.shapes.text_pretrain`.
         align_steps: steps of a projector-only phase (language model frozen, LLaVA's first stage) on
-            the LMM stage's conversations, after the text phase (0: off; the shipped run: 300); see
+            the LMM stage's conversations, after the text phase (0: off; the shipped run `t1MA9`: 900); see
             :mod:`flmm.shapes.align`.
     """
 
@@ -105,7 +105,7 @@ class LMMStageConfig:
     vision: VisionWarmupConfig = field(default_factory=shipped_warmup)
     freeze_vision: bool = True
     text: TextPretrainConfig = field(default_factory=lambda: TextPretrainConfig(steps=800))
-    align_steps: int = 300
+    align_steps: int = 900
 
     def __post_init__(self) -> None:
         if self.align_steps < 0:

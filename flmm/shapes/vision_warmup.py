@@ -134,7 +134,7 @@ class VisionWarmupConfig:
 
 
 def shipped_warmup() -> VisionWarmupConfig:
-    """The warm-up of the shipped tiny LMM (run ``t1MA``, docs/training-log.md): single things at
+    """The warm-up of the shipped tiny LMM (run ``t1MA9``, docs/training-log.md): single things at
     patch-aligned positions, +-2 px, anywhere (twice: lr 1e-3 then 3e-4), then whole scenes; the word
     probe reads each word's best token (``word_pool="max"``)."""
     return VisionWarmupConfig(
