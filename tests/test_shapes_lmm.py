@@ -410,3 +410,17 @@ def test_dataloader_workers_reach_the_loop_and_leave_the_run_unchanged(tmp_path,
     # items are rendered from (seed, index) alone, so a worker process yields the same batches
     assert len(losses[0]) == 4
     assert losses[0] == pytest.approx(losses[1], rel=1e-6, abs=1e-7)
+
+
+def test_cli_defaults_reproduce_the_shipped_lmm_run():
+    """``flmm/assets/shapes/lmm/stage_config.json`` is the shipped run's own settings; the stage CLI with no
+    flags must give them back (all but the run folder and the thread count, which are the machine's)."""
+    import json
+
+    from flmm.pipeline.loading import shipped_model_dir
+    from flmm.shapes.train_lmm import parse_args
+
+    shipped = json.loads((shipped_model_dir("lmm") / "stage_config.json").read_text())
+    cli = json.loads(json.dumps(parse_args(["--out", shipped["train"]["output_dir"]])[0].to_dict()))
+    cli["threads"] = shipped["threads"]
+    assert cli == shipped

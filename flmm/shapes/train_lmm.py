@@ -49,7 +49,8 @@ from flmm.world import split_seeds  # noqa: E402
 
 @dataclass
 class LMMStageConfig:
-    """Stage-1 settings (saved as ``stage_config.json`` in the run folder); the defaults are the shipped run.
+    """Stage-1 settings (saved as ``stage_config.json`` in the run folder); the defaults are the shipped run
+    (its own file ships as ``flmm/assets/shapes/lmm/stage_config.json``).
 
     Attributes:
         model: sizes of the tiny LMM.
@@ -73,7 +74,7 @@ class LMMStageConfig:
             warm-up and before the multimodal stage (``steps=0``: off); see
             :mod:`flmm.shapes.text_pretrain`.
         align_steps: steps of a projector-only phase (language model frozen, LLaVA's first stage) on
-            the LMM stage's conversations, after the text phase (0: off; the shipped run `t1MA9`: 900); see
+            the LMM stage's conversations, after the text phase (0: off; the shipped run ``t1MA9``: 900); see
             :mod:`flmm.shapes.align`.
     """
 
