@@ -13,6 +13,9 @@
 - :mod:`flmm.shapes.oracle`: ground-truth visual tokens in place of the tower (what the LM stage can
   learn when vision is perfect; ``examples/oracle_lmm.py``).
 - :mod:`flmm.shapes.train_lmm`: stage 1, ``python -m flmm.shapes.train_lmm --out DIR``.
+- :mod:`flmm.shapes.train_sam` (stage 2), :mod:`flmm.shapes.train_head` (stage 3) and
+  :mod:`flmm.shapes.train_all` (all three; ``--processes 2`` runs each as two data-parallel processes,
+  the fastest way on a 2-core CPU); :mod:`flmm.shapes.stage` holds what the stages share.
 
 The shipped weights live in ``flmm/assets/shapes/lmm`` (see :data:`LMM_ASSET_DIR`). Submodules are
 imported on use, so ``import flmm.shapes`` stays light.

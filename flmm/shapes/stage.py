@@ -1,5 +1,7 @@
 """Pieces shared by the shapes-world pre-training stages (LMM and SAM): the training-loop flags and the
-:class:`~flmm.train.TrainConfig` they map to, and the run-folder chores around ``Trainer.train``.
+:class:`~flmm.train.TrainConfig` they map to, the run-folder chores around ``Trainer.train``, and what
+lets a stage run as several processes (``accelerate launch --num_processes N``): a stage's batch size is
+the global batch, split over the processes, and only the main process writes files and evaluates.
 
 A stage's dataclass config holds its shipped settings; its CLI takes every default from there, so the
 command with no flags reproduces the shipped run.
@@ -18,11 +20,13 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flmm.errors import ConfigError
 from flmm.train import TrainConfig, Trainer, TrainResult
+from flmm.train.precision import training_device
 
 
 def add_loop_args(p: argparse.ArgumentParser, defaults: TrainConfig, batch_help: str | None = None) -> None:
@@ -102,16 +106,45 @@ def loop_config(
         parser.error(f"{' / '.join(flags) or 'training loop'}: {e}")
 
 
+def process_state() -> PartialState:
+    """This process's place among the processes of an ``accelerate launch`` (one process: index 0 of 1);
+    on a machine without an accelerator the processes talk over gloo on the CPU."""
+    return PartialState(cpu=training_device() == "cpu")  # as flmm.train's loop decides
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files and runs its evaluations."""
+    return process_state().is_main_process
+
+
+def split_batch(train: TrainConfig) -> TrainConfig:
+    """``train`` with its ``batch_size``, the stage's global batch, divided over the launched processes
+    (``TrainConfig.batch_size`` is per process), so one recipe trains on the same global batch however
+    many processes run it. With several processes, parameters a phase leaves unused (the warm-up's
+    probes of other phases) are declared to DDP. A batch the processes cannot share evenly is a
+    ConfigError."""
+    n = process_state().num_processes
+    if n == 1:
+        return train
+    if train.batch_size % n:
+        raise ConfigError(
+            f"batch size {train.batch_size} does not split over {n} processes; "
+            f"launch a number of processes that divides it"
+        )
+    return replace(train, batch_size=train.batch_size // n, find_unused_parameters=True)
+
+
 def start_run(stage_config: dict[str, Any], out: str, export_dtype: str, threads: int) -> None:
     """Check the export dtype, set torch's threads (0: its default), create ``out`` and write the stage's
-    config there as ``stage_config.json``."""
+    config there as ``stage_config.json`` (the main process only)."""
     if export_dtype not in ("float16", "float32"):
         raise ConfigError(f"export_dtype must be float16 or float32, got {export_dtype!r}")
     if threads:
         torch.set_num_threads(threads)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "stage_config.json"), "w") as f:
-        json.dump(stage_config, f, indent=2)
+    if is_main_process():
+        with open(os.path.join(out, "stage_config.json"), "w") as f:
+            json.dump(stage_config, f, indent=2)
 
 
 def train_timed(stage: str, trainer: Trainer, resume: bool) -> tuple[TrainResult, float]:
@@ -141,8 +174,10 @@ def trainable_only(model: nn.Module, keep: Callable[[str], bool]) -> Iterator[No
 
 def save_part(model: nn.Module, keep: Callable[[str], bool], path: str) -> None:
     """Write the tensors of ``model.state_dict()`` whose names ``keep`` accepts to ``path`` (safetensors):
-    the mark that a phase which trained only them is done."""
-    save_file({n: t.detach().contiguous() for n, t in model.state_dict().items() if keep(n)}, path)
+    the mark that a phase which trained only them is done. Only the main process writes; the others
+    hold the same weights."""
+    if is_main_process():
+        save_file({n: t.detach().contiguous() for n, t in model.state_dict().items() if keep(n)}, path)
 
 
 def load_part(model: nn.Module, path: str, phase: str) -> None:

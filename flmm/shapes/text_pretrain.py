@@ -34,7 +34,7 @@ from flmm.shapes.lmm_data import (
     encode,
 )
 from flmm.shapes.lmm_objective import CausalLMObjective, answer_hits
-from flmm.shapes.stage import load_part, save_part, trainable_only
+from flmm.shapes.stage import load_part, save_part, split_batch, trainable_only
 from flmm.train import TrainConfig, Trainer
 from flmm.world import Scene, split_seeds
 from flmm.world.describe import IN_REGION, article, regions
@@ -154,11 +154,11 @@ def pretrain_text(
     if resume and os.path.isfile(done):
         load_part(lmm, done, "text phase")
         return answer_accuracy(objective, val)
-    train = TrainConfig(
+    train = split_batch(TrainConfig(
         output_dir=folder, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=loop.seed,
         mixed_precision=loop.mixed_precision, num_workers=loop.num_workers, max_minutes=loop.max_minutes,
         save_every_steps=250, log_every_steps=25,
-    )  # fmt: skip
+    ))  # fmt: skip
     data = TextChatDataset(seeds, processor, cfg.data)
     collate = ChatCollator(processor.tokenizer.pad_token_id)
     with trainable_only(lmm, _is_text):  # only the language model learns here: nothing else gets a gradient

@@ -13,16 +13,42 @@ Each stage's own defaults are the shipped settings; ``--lmm-args``, ``--sam-args
 pass extra flags through (e.g. ``--lmm-args "--steps 200"`` for a quick run). With ``--export`` the
 three Hugging Face folders land in ``EXPORT/{lmm,sam,head}`` and the head records the portable names
 ``flmm:shapes/lmm`` / ``flmm:shapes/sam`` when ``EXPORT`` is the package's asset folder.
+
+``--processes N`` runs every stage as N data-parallel processes (``accelerate launch``; on a machine
+without GPUs, N CPU processes of one thread each over gloo) with the same global batches. On a 2-core
+CPU two one-thread processes train faster than one two-thread process (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+#: a stage's entry point: ``main(argv) -> exit code``
+StageMain = Callable[[list[str]], int]
+
+
+def run_stage(module: str, main: StageMain, argv: list[str], processes: int) -> int:
+    """Run one stage: in this process (``processes`` 1), or as ``processes`` data-parallel processes
+    through ``accelerate launch`` (CPU processes of one thread each when there is no GPU)."""
+    if processes == 1:
+        return main(argv)
+    import torch
+
+    env = dict(os.environ)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu"]
+    if not torch.cuda.is_available():
+        env.update(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    return subprocess.run([*launch, "-m", module, *argv], env=env).returncode
 
 
 def _copy_folder(src: Path, dst: Path) -> None:
@@ -39,9 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sam-args", default="", help="extra flags for flmm.shapes.train_sam")
     p.add_argument("--head-args", default="", help="extra flags for flmm.shapes.train_head")
     p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="data-parallel processes per stage (accelerate launch; 2 on a 2-core CPU is fastest)",
+    )
+    p.add_argument(
         "--skip", nargs="*", default=[], choices=("lmm", "sam", "head"), help="stages already done"
     )
     a = p.parse_args(argv)
+    if a.processes < 1:
+        p.error(f"--processes must be >= 1, got {a.processes}")
     from flmm.shapes import train_head, train_lmm, train_sam
 
     out = Path(a.out)
@@ -49,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, float] = {}
     t = time.time()
     if "lmm" not in a.skip:
-        code = train_lmm.main(["--out", str(out / "lmm"), *shlex.split(a.lmm_args)])
+        lmm_argv = ["--out", str(out / "lmm"), *shlex.split(a.lmm_args)]
+        code = run_stage("flmm.shapes.train_lmm", train_lmm.main, lmm_argv, a.processes)
         if code:
             return code
     times["lmm_minutes"] = (time.time() - t) / 60
@@ -58,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         _copy_folder(lmm_dir, export / "lmm")
     t = time.time()
     if "sam" not in a.skip:
-        code = train_sam.main(["--out", str(out / "sam"), *shlex.split(a.sam_args)])
+        sam_argv = ["--out", str(out / "sam"), *shlex.split(a.sam_args)]
+        code = run_stage("flmm.shapes.train_sam", train_sam.main, sam_argv, a.processes)
         if code:
             return code
     times["sam_minutes"] = (time.time() - t) / 60
@@ -72,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     head_argv = ["--lmm", lmm_name, "--sam", sam_name, "--out", str(out / "head"), *shlex.split(a.head_args)]
     if export:
         head_argv += ["--export", str(export / "head")]
-    code = train_head.main(head_argv)
+    code = run_stage("flmm.shapes.train_head", train_head.main, head_argv, a.processes)
     times["head_minutes"] = (time.time() - t) / 60
     (out / "times.json").write_text(json.dumps(times, indent=2))
     print(json.dumps(times, indent=2))

@@ -33,6 +33,7 @@ from flmm.head.config import HeadConfig
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
 from flmm.recipes.head import train_head
+from flmm.shapes.stage import process_state, split_batch
 from flmm.train import TrainConfig
 
 log = logging.getLogger("flmm.shapes")
@@ -63,7 +64,9 @@ class HeadStageConfig:
 
 
 def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
-    """Cache features, train, and (with ``export``) copy the head folder there. Returns a summary."""
+    """Cache features, train, and (with ``export``) copy the head folder there. Returns a summary (``{}``
+    in the other processes of a multi-process launch: each caches and trains on its share, the main
+    process calibrates, writes and exports)."""
     from transformers import SamModel
 
     torch.manual_seed(cfg.seed)
@@ -91,6 +94,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         "ref": ShapesRefNarratives("train", cfg.ref_scenes, question=SHAPES_QUESTION),
         "narrative": ShapesNarratives("train", cfg.narrative_scenes, question=SHAPES_QUESTION),
     }
+    state = process_state()
     counts = {}
     for name, data in datasets.items():
         counts[name] = dict(
@@ -101,24 +105,29 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
                 head.config.merge,
                 head.embed_image,
                 batch_size=16,
-                rank=0,
-                world_size=1,
+                rank=state.process_index,
+                world_size=state.num_processes,
                 info={"dataset": name},
             )
         )
+        state.wait_for_everyone()  # every share is written before anyone trains on the whole cache
     t_cache = time.time() - t0
-    tc = TrainConfig(
-        output_dir=str(out / "run"),
-        seed=cfg.seed,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        mixed_precision="no",
-        save_every_steps=200,
-        log_every_steps=20,
-        max_minutes=cfg.minutes,
+    tc = split_batch(
+        TrainConfig(
+            output_dir=str(out / "run"),
+            seed=cfg.seed,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            mixed_precision="no",
+            save_every_steps=200,
+            log_every_steps=20,
+            max_minutes=cfg.minutes,
+        )
     )
     result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume)
+    if not state.is_main_process:
+        return {}
     threshold, sweep = head.config.keyword_threshold, list[dict]()
     final_config = out / "run" / "head" / "config.json"
     if not result.interrupted and final_config.is_file():

@@ -34,7 +34,16 @@ from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
 from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
-from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
+from flmm.shapes.stage import (  # noqa: E402
+    add_loop_args,
+    finish_run,
+    folder_size_mb,
+    is_main_process,
+    loop_config,
+    split_batch,
+    start_run,
+    train_timed,
+)
 from flmm.shapes.text_pretrain import TextPretrainConfig, pretrain_text  # noqa: E402
 from flmm.shapes.vision_warmup import (
     PLACEMENTS,
@@ -144,11 +153,12 @@ def lm_stage_trainer(lmm: nn.Module, processor, cfg: LMMStageConfig, dataset: Sh
 
     eval_fn = periodic_eval if cfg.train.eval_every_steps else None
     collate = ChatCollator(processor.tokenizer.pad_token_id)
-    return Trainer(objective, dataset, collate, cfg.train, eval_fn=eval_fn)
+    return Trainer(objective, dataset, collate, split_batch(cfg.train), eval_fn=eval_fn)
 
 
 def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
-    """Train, export ``<out>/hf`` and return the final evaluation (also written to ``<out>/eval.json``)."""
+    """Train, export ``<out>/hf`` and return the final evaluation (also written to ``<out>/eval.json``;
+    ``{}`` in the other processes of a multi-process launch)."""
     out = cfg.train.output_dir
     start_run(cfg.to_dict(), out, cfg.export_dtype, cfg.threads)
     lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
@@ -187,6 +197,8 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     result, train_minutes = train_timed("train_lmm", trainer, resume)
     if result.interrupted:
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
+    if not is_main_process():  # the main process exports and evaluates the same weights
+        return {}
     folder = os.path.join(out, "hf")
     save_lmm(lmm, processor, folder, dtype=getattr(torch, cfg.export_dtype))
     final = evaluate(lmm, processor, cfg)

@@ -36,7 +36,16 @@ from flmm.shapes.sam_data import (  # noqa: E402
     ShapesSegDataset,
 )
 from flmm.shapes.sam_eval import evaluate_sam, mask_iou, upsample_logits  # noqa: E402
-from flmm.shapes.stage import add_loop_args, finish_run, folder_size_mb, loop_config, start_run, train_timed  # noqa: E402
+from flmm.shapes.stage import (  # noqa: E402
+    add_loop_args,
+    finish_run,
+    folder_size_mb,
+    is_main_process,
+    loop_config,
+    split_batch,
+    start_run,
+    train_timed,
+)
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
 
@@ -151,7 +160,7 @@ class SamStageConfig:
 
 def train_sam(cfg: SamStageConfig, resume: bool = False, export: str | None = None) -> dict[str, float]:
     """Train, write ``<out>/hf`` (and ``export`` if given) and return the final evaluation (also written to
-    ``<out>/eval.json``)."""
+    ``<out>/eval.json``; ``{}`` in the other processes of a multi-process launch)."""
     out = cfg.train.output_dir
     start_run(cfg.to_dict(), out, cfg.export_dtype, cfg.threads)
     sam, processor = build_sam(cfg.model, seed=cfg.init_seed)
@@ -163,12 +172,14 @@ def train_sam(cfg: SamStageConfig, resume: bool = False, export: str | None = No
         return evaluate_sam(model.sam, split_seeds("val", cfg.val_scenes), cfg.data, progress=False)
 
     eval_fn = periodic_eval if cfg.train.eval_every_steps else None
-    trainer = Trainer(objective, dataset, collate, cfg.train, eval_fn=eval_fn)
+    trainer = Trainer(objective, dataset, collate, split_batch(cfg.train), eval_fn=eval_fn)
     load_before = os.getloadavg()
     result, train_minutes = train_timed("train_sam", trainer, resume)
     load_after = os.getloadavg()
     if result.interrupted:
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
+    if not is_main_process():  # the main process exports and evaluates the same weights
+        return {}
     folder = save_sam(sam, processor, os.path.join(out, "hf"), dtype=getattr(torch, cfg.export_dtype))
     if export:
         save_sam(sam, processor, export, dtype=getattr(torch, cfg.export_dtype))

@@ -48,6 +48,7 @@ from flmm.errors import ConfigError
 from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS
 from flmm.shapes.lmm import feature_layers, token_grid, world_patch
 from flmm.shapes.relations import RelationProbe, TokenAddress
+from flmm.shapes.stage import is_main_process, split_batch
 from flmm.shapes.warmup_data import (
     GROUPS,
     SINGLE_PLACEMENTS,
@@ -308,10 +309,10 @@ def warm_up_vision(
             )
         else:
             data = SingleThingImages(seeds, processor.image_processor, patch, placement, cfg.jitter_px)
-        train = TrainConfig(
+        train = split_batch(TrainConfig(
             output_dir=folder, max_steps=steps, batch_size=cfg.batch_size, lr=lr,
             seed=seed + k, save_every_steps=200, log_every_steps=25, mixed_precision=mixed_precision,
-        )  # fmt: skip
+        ))  # fmt: skip
         # the loop evaluates once, at the end of the phase (logged as the phase's "eval" record)
         trainer = Trainer(
             objective, data, collate_batch, train, eval_fn=lambda _m: held_out_accuracy(objective, *held_out)
@@ -319,7 +320,8 @@ def warm_up_vision(
         result = trainer.train(resume=resume)
         if result.interrupted:
             return None
-        save_file({n: t.detach().contiguous() for n, t in objective.state_dict().items()}, done)
+        if is_main_process():
+            save_file({n: t.detach().contiguous() for n, t in objective.state_dict().items()}, done)
         accuracy = dict(result.last_eval)
     return accuracy if accuracy is not None else held_out_accuracy(objective, *held_out)
 
