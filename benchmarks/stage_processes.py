@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.stage_workers import seconds_per_step
+from flmm.shapes.train_all import launch_command
 
 NO_PHASES = [
     "--vision-phases",
@@ -61,33 +62,13 @@ def _length(stage: str, steps: int) -> list[str]:
 
 def run_stage(stage: str, processes: int, steps: int, out: Path) -> float:
     """Run ``stage`` as ``processes`` processes (two torch threads in all); seconds per step."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
     module, *args = STAGES[stage]
     args += ["--out", str(out), *_length(stage, steps)]
     if processes == 1:
-        cmd = [sys.executable, "-m", module, *args]
-        env["OMP_NUM_THREADS"] = "2"
+        cmd, env = [sys.executable, "-m", module, *args], {**os.environ, "OMP_NUM_THREADS": "2"}
     else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-        ]
-        cmd += [
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            module,
-            *args,
-        ]
-        env.update(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+        cmd, env = launch_command(module, args, processes)
+    env.update(OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return seconds_per_step(out / LOGS[stage])
 

@@ -36,19 +36,27 @@ from pathlib import Path
 StageMain = Callable[[list[str]], int]
 
 
-def run_stage(module: str, main: StageMain, argv: list[str], processes: int) -> int:
-    """Run one stage: in this process (``processes`` 1), or as ``processes`` data-parallel processes
-    through ``accelerate launch`` (CPU processes of one thread each when there is no GPU)."""
-    if processes == 1:
-        return main(argv)
+def launch_command(module: str, argv: list[str], processes: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``python -m module *argv`` as ``processes`` data-parallel
+    processes through ``accelerate launch`` (CPU processes of one thread each over gloo when there is
+    no GPU)."""
     import torch
 
     env = dict(os.environ)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu"]
     if not torch.cuda.is_available():
         env.update(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    return subprocess.run([*launch, "-m", module, *argv], env=env).returncode
+    return [*cmd, "-m", module, *argv], env
+
+
+def run_stage(module: str, main: StageMain, argv: list[str], processes: int) -> int:
+    """Run one stage: in this process (``processes`` 1), or as ``processes`` data-parallel processes
+    (:func:`launch_command`)."""
+    if processes == 1:
+        return main(argv)
+    cmd, env = launch_command(module, argv, processes)
+    return subprocess.run(cmd, env=env).returncode
 
 
 def _copy_folder(src: Path, dst: Path) -> None:

@@ -138,7 +138,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         head.config.save(final_config)
     summary = {
         "samples": {n: len(d) for n, d in datasets.items()},
-        "cache": counts,
+        "cache": counts,  # this (the main) process's share when several processes cached
         "cache_minutes": round(t_cache / 60, 2),
         "train_minutes": round((time.time() - t0 - t_cache) / 60, 2),
         "steps": result.state.global_step,
