@@ -8,7 +8,8 @@ Each stage runs ``--steps`` steps through its own CLI, the two settings alternat
 ``--repeats`` rounds) so that a change in the machine's load hits both; the time per step is read from
 the run's own log (``log.jsonl``) between its first and last ``train`` record, so start-up, data set-up,
 caching and evaluations are not counted. Stages: ``warmup`` (the vision warm-up's ``random`` phase,
-batch 32), ``lmm`` (the LMM stage, batch 16, no earlier phase), ``sam`` (batch 8) and ``head`` (batch 8,
+batch 32), ``text`` and ``align`` (the LMM stage's text-only and projector-only phases, each alone,
+batch 32 / 16), ``lmm`` (the LMM stage, batch 16, no earlier phase), ``sam`` (batch 8) and ``head`` (batch 8,
 on the shipped LMM and SAM).
 """
 
@@ -40,12 +41,16 @@ NO_PHASES = [
 STAGES = {
     "warmup": ["flmm.shapes.train_lmm", "--vision-phases", "random", "--vision-lr", "0.001", "--text-steps", "0",
                "--align-steps", "0", "--steps", "2", "--eval-every", "0", "--eval-scenes", "4", "--probe-scenes", "2"],
+    "text": ["flmm.shapes.train_lmm", *NO_PHASES, "--stop-after", "text", "--eval-scenes", "4"],
+    "align": ["flmm.shapes.train_lmm", *NO_PHASES, "--stop-after", "align", "--eval-scenes", "4"],
     "lmm": ["flmm.shapes.train_lmm", *NO_PHASES, "--eval-every", "0", "--eval-scenes", "4", "--probe-scenes", "2"],
     "sam": ["flmm.shapes.train_sam", "--eval-every", "0", "--eval-scenes", "4", "--val-scenes", "4"],
     "head": ["flmm.shapes.train_head", "--ref-scenes", "200", "--narrative-scenes", "200", "--calibration-scenes", "4"],
 }  # fmt: skip
 LOGS = {
     "warmup": "vision/0-random/log.jsonl",
+    "text": "text/log.jsonl",
+    "align": "align/log.jsonl",
     "lmm": "log.jsonl",
     "sam": "log.jsonl",
     "head": "run/log.jsonl",
@@ -55,6 +60,8 @@ LOGS = {
 def _length(stage: str, steps: int) -> list[str]:
     if stage == "warmup":
         return ["--vision-steps", str(steps)]
+    if stage in ("text", "align"):  # the LMM stage's language phases (NO_PHASES turned them off)
+        return [f"--{stage}-steps", str(steps)]
     if stage == "head":  # 400 samples / batch 8 = 50 steps an epoch
         return ["--epochs", str(max(1, round(steps / 50)))]
     return ["--steps", str(steps)]
@@ -75,7 +82,9 @@ def run_stage(stage: str, processes: int, steps: int, out: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stages", default="warmup,lmm,sam,head", help=f"comma-separated, of {','.join(STAGES)}")
+    p.add_argument(
+        "--stages", default="warmup,text,align,lmm,sam,head", help=f"comma-separated, of {','.join(STAGES)}"
+    )
     p.add_argument("--steps", type=int, default=100, help="steps per run (logged every 20-25)")
     p.add_argument("--repeats", type=int, default=1, help="rounds of (1 process, 2 processes) per stage")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

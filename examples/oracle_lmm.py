@@ -24,7 +24,9 @@ from flmm.world import split_seeds
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, resume = parse_args(argv)
+    cfg, resume, stop_after = parse_args(argv)
+    if stop_after != "lmm":
+        raise SystemExit("oracle_lmm runs the text phase and the LMM stage together; drop --stop-after")
     start_run(cfg.to_dict(), cfg.train.output_dir, cfg.export_dtype, cfg.threads)
     lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
     vision = lmm.model.vision_tower.config

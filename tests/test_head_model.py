@@ -50,6 +50,30 @@ def test_default_decoder_has_about_8m_parameters():
     assert 7.0e6 < n < 9.0e6
 
 
+@pytest.mark.parametrize("cue_width", [0, 8])
+def test_channels_last_decoder_computes_the_same_logits_and_gradients(cue_width):
+    """The U-Net runs on channels-last tensors for speed (benchmarks.unet_layout); what it computes and
+    learns must not depend on that."""
+    torch.manual_seed(0)
+    dec = UNetDecoder(6, base_width=4, cue_width=cue_width)
+    assert dec.channels_last  # the default
+    maps = torch.randn(3, 6, 16, 16)
+    cue = torch.randn(3, cue_width) if cue_width else None
+    out, grads = {}, {}
+    for layout in (False, True):
+        dec.channels_last = layout
+        dec.zero_grad()
+        logits = dec(maps, cue)
+        assert logits.shape == (3, 16, 16)
+        logits.pow(2).mean().backward()
+        out[layout] = logits.detach()
+        grads[layout] = [p.grad.clone() for p in dec.parameters() if p.grad is not None]
+    torch.testing.assert_close(out[True], out[False], rtol=1e-5, atol=1e-5)
+    assert len(grads[True]) == len(grads[False]) > 0
+    for a, b in zip(grads[True], grads[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_forward_shapes(head, capture):
     emb = head.embed_image(IMAGE)
     out = head([GroundingQuery(capture, [[0, 1], [3]], emb), GroundingQuery(capture, [[2, 3, 4]], emb)])

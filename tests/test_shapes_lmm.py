@@ -414,7 +414,8 @@ def test_dataloader_workers_reach_the_loop_and_leave_the_run_unchanged(tmp_path,
 
 def test_cli_defaults_reproduce_the_shipped_lmm_run():
     """``flmm/assets/shapes/lmm/stage_config.json`` is the shipped run's own settings; the stage CLI with no
-    flags must give them back (all but the run folder and the thread count, which are the machine's)."""
+    flags must give them back (all but the run folder, the thread count and the attention implementation,
+    which set how fast the same computation runs on a machine, not what it computes)."""
     import json
 
     from flmm.pipeline.loading import shipped_model_dir
@@ -423,4 +424,6 @@ def test_cli_defaults_reproduce_the_shipped_lmm_run():
     shipped = json.loads((shipped_model_dir("lmm") / "stage_config.json").read_text())
     cli = json.loads(json.dumps(parse_args(["--out", shipped["train"]["output_dir"]])[0].to_dict()))
     cli["threads"] = shipped["threads"]
+    assert shipped["attention"] in ("sdpa", "eager")
+    cli["attention"] = shipped["attention"]
     assert cli == shipped

@@ -9,6 +9,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from flmm.errors import ConfigError
 from flmm.shapes import stage
@@ -16,6 +17,7 @@ from flmm.shapes import train_sam as train_sam_module
 from flmm.shapes.train_all import main as train_all_main
 from flmm.shapes.train_all import run_stage
 from flmm.train import TrainConfig, read_log
+from flmm.train.cores import claim_idle_cores, idle_cores_lent, machine_cores
 
 TINY_SAM = ["--vision-hidden", "32", "--vision-layers", "2", "--vision-heads", "2", "--prompt-hidden", "32"]
 TINY_SAM += ["--decoder-mlp", "64", "--train-scenes", "32", "--eval-scenes", "2", "--val-scenes", "2"]
@@ -45,6 +47,23 @@ def test_train_all_wants_a_positive_number_of_processes(capsys):
     with pytest.raises(SystemExit):
         train_all_main(["--out", "x", "--processes", "0"])
     assert "--processes must be >= 1" in capsys.readouterr().err
+
+
+def test_the_main_process_borrows_the_idle_cores_only_in_a_multi_process_cpu_launch():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with idle_cores_lent(2, "cpu"):
+            assert torch.get_num_threads() == max(1, machine_cores())
+        assert torch.get_num_threads() == 1  # its own share again for training
+        with idle_cores_lent(1, "cpu"), idle_cores_lent(2, "cuda"):
+            assert torch.get_num_threads() == 1  # one process, or a GPU run: nothing to borrow
+        with pytest.raises(RuntimeError), idle_cores_lent(2, "cpu"):
+            raise RuntimeError("an evaluation failed")
+        assert torch.get_num_threads() == 1  # restored after an error too
+        assert claim_idle_cores(2, "cpu") == 1 and torch.get_num_threads() == max(1, machine_cores())
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo launch on POSIX only")

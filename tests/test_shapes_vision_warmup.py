@@ -174,35 +174,16 @@ def test_phases_write_the_tower_and_resume_skips_finished_ones(tmp_path):
     assert all(torch.equal(saved[k], again[k]) for k in saved)
 
 
-def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
+def _tiny_lmm_stage(tmp_path, *flags: str):
+    """A tiny LMM stage (two warm-up phases, text, alignment, LMM: 1-2 steps each) of ``flags``."""
     from dataclasses import replace
 
-    from flmm.shapes.lmm import load_lmm
-    from flmm.shapes.train_lmm import LMMStageConfig, parse_args, train_lmm
+    from flmm.shapes.train_lmm import parse_args
 
     argv = ["--out", str(tmp_path), "--vision-phases", "aligned,scenes", "--vision-steps", "2,1"]
-    cfg, _ = parse_args(
-        [
-            *argv,
-            "--vision-lr",
-            "1e-3,3e-4",
-            "--freeze-vision",
-            "--steps",
-            "2",
-            "--text-steps",
-            "2",
-            "--align-steps",
-            "2",
-        ]
-    )
-    assert cfg.vision.phases == ("aligned", "scenes") and cfg.vision.steps == (2, 1) and cfg.freeze_vision
-    assert cfg.vision.phase_lrs() == (1e-3, 3e-4)
-    with pytest.raises(SystemExit):  # three phases, two step counts
-        parse_args(["--out", "x", "--vision-phases", "aligned,jitter,random", "--vision-steps", "2,1"])
-    with pytest.raises(SystemExit):  # a phase of no steps
-        parse_args(["--out", "x", "--vision-phases", "aligned", "--vision-steps", "0", "--vision-lr", "1e-3"])
-    assert parse_args(["--out", "x"])[0].vision == LMMStageConfig().vision  # CLI defaults = shipped settings
-    cfg = replace(
+    argv += ["--vision-lr", "1e-3,3e-4", "--steps", "2", "--text-steps", "2", "--align-steps", "2", *flags]
+    cfg = parse_args(argv)[0]
+    return replace(
         cfg,
         model=TINY,
         vision=replace(cfg.vision, batch_size=2, scenes=8),
@@ -213,6 +194,20 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
         probe_scenes=1,
         export_dtype="float32",
     )
+
+
+def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
+    from flmm.shapes.lmm import load_lmm
+    from flmm.shapes.train_lmm import LMMStageConfig, parse_args, train_lmm
+
+    cfg = _tiny_lmm_stage(tmp_path, "--freeze-vision")
+    assert cfg.vision.phases == ("aligned", "scenes") and cfg.vision.steps == (2, 1) and cfg.freeze_vision
+    assert cfg.vision.phase_lrs() == (1e-3, 3e-4)
+    with pytest.raises(SystemExit):  # three phases, two step counts
+        parse_args(["--out", "x", "--vision-phases", "aligned,jitter,random", "--vision-steps", "2,1"])
+    with pytest.raises(SystemExit):  # a phase of no steps
+        parse_args(["--out", "x", "--vision-phases", "aligned", "--vision-steps", "0", "--vision-lr", "1e-3"])
+    assert parse_args(["--out", "x"])[0].vision == LMMStageConfig().vision  # CLI defaults = shipped settings
     final = train_lmm(cfg)
     assert {"vision_warmup_val_shape_acc", "text_phase_text_token_acc", "align_qa_acc", "qa_acc"} <= set(
         final
@@ -226,3 +221,57 @@ def test_lmm_stage_runs_the_warm_up_and_can_keep_the_tower_frozen(tmp_path):
     assert warmed.keys() == tower.keys() and all(
         torch.equal(warmed[k], tower[k]) for k in warmed
     )  # frozen through the LMM stage
+
+
+def test_lmm_stage_stops_after_a_phase_and_goes_on_from_its_files(tmp_path):
+    """train_all runs the phases under different launches: warm-up, then text + alignment, then the
+    LMM stage, each later call reloading what the earlier ones wrote instead of training it again."""
+    from flmm.shapes.train_lmm import PHASES, parse_args, train_lmm
+
+    assert parse_args(["--out", "x"])[2] == "lmm"  # by default the whole stage
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--stop-after", "projector"])
+    cfg = _tiny_lmm_stage(tmp_path)
+    assert train_lmm(cfg, stop_after="vision") == {"stopped_after": PHASES.index("vision")}
+    warm = os.path.join(tmp_path, "vision", "1-scenes", "warmup.safetensors")
+    assert os.path.isfile(warm) and not os.path.exists(os.path.join(tmp_path, "text"))
+    warm_written = os.path.getmtime(warm)
+    assert train_lmm(cfg, resume=True, stop_after="align") == {"stopped_after": PHASES.index("align")}
+    text, align = (os.path.join(tmp_path, f"{p}/{p}.safetensors") for p in ("text", "align"))
+    assert os.path.isfile(text) and os.path.isfile(align) and not os.path.exists(os.path.join(tmp_path, "hf"))
+    text_written = os.path.getmtime(text)
+    final = train_lmm(cfg, resume=True)
+    assert "qa_acc" in final and os.path.isdir(os.path.join(tmp_path, "hf"))
+    # the finished phases were reloaded, not trained again
+    assert os.path.getmtime(warm) == warm_written and os.path.getmtime(text) == text_written
+    assert [r["step"] for r in read_log(os.path.join(tmp_path, "text"), "train")][-1] == 2
+    with pytest.raises(ConfigError, match="stop_after"):
+        train_lmm(cfg, stop_after="projector")
+
+
+def test_lmm_stage_trains_with_eager_attention_and_exports_a_model_that_loads_with_sdpa(tmp_path):
+    from dataclasses import replace
+
+    from flmm.shapes.lmm import eager_attention, load_lmm, set_language_attention
+
+    model, _ = build_lmm(TINY)
+    set_language_attention(model, "eager")  # what the stage does: the Llama only
+    parts = (model.model.vision_tower.config, model.model.language_model.config)
+    assert [c._attn_implementation for c in parts] == ["sdpa", "eager"]
+    with eager_attention(model):  # the grounding probe's attention weights
+        assert [c._attn_implementation for c in parts] == ["eager", "eager"]
+    assert [c._attn_implementation for c in parts] == ["sdpa", "eager"]  # each part's own again
+    from flmm.shapes.train_lmm import LMMStageConfig, parse_args, train_lmm
+
+    assert parse_args(["--out", "x"])[0].attention == "eager"
+    assert parse_args(["--out", "x", "--attention", "sdpa"])[0].attention == "sdpa"
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--attention", "flash"])
+    with pytest.raises(ConfigError, match="attention must be one of"):
+        LMMStageConfig(attention="flash")
+    cfg = _tiny_lmm_stage(tmp_path, "--vision-phases", "", "--vision-steps", "", "--vision-lr", "")
+    cfg = replace(cfg, text=replace(cfg.text, steps=0), align_steps=0)
+    assert "qa_acc" in train_lmm(cfg)
+    model, _ = load_lmm(os.path.join(tmp_path, "hf"))
+    assert model.config._attn_implementation == "sdpa"  # the export does not keep the training choice
+    assert "attn" not in open(os.path.join(tmp_path, "hf", "config.json")).read()

@@ -71,6 +71,8 @@ class UNetDecoder(nn.Module):
             )
         self.in_channels = in_channels
         self.depth = depth
+        #: run the convolutions on channels-last tensors (faster; False only to measure the difference)
+        self.channels_last = True
         self.cue_width = cue_width
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.stem = DoubleConv(in_channels + (2 if cue_width else 0), widths[0])
@@ -119,6 +121,10 @@ class UNetDecoder(nn.Module):
             x = torch.cat([x, grid.expand(x.shape[0], -1, -1, -1)], dim=1)
         elif cue is not None:
             raise InputError("this U-Net has no language conditioning (cue_width=0): do not pass a cue")
+        # channels-last: convolutions of few channels at canvas resolution run ~1.5x faster (forward +
+        # backward, CPU; python -m benchmarks.unet_layout); same values up to float rounding
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         stage = 0
         x = self._modulate(self.stem(x), stage, cue)
         skips = [x]

@@ -13,6 +13,8 @@ Visual token ``r * 16 + c`` covers pixels ``x in [8c, 8c+8), y in [8r, 8r+8)`` o
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -191,6 +193,28 @@ def build_lmm(
     model = LlavaForConditionalGeneration._from_config(config, attn_implementation=attn_implementation)
     model.generation_config = generation_config(processor.tokenizer)
     return model, processor
+
+
+def set_language_attention(model: LlavaForConditionalGeneration, implementation: str) -> None:
+    """Run the Llama of ``model`` with transformers' attention ``implementation`` (``"eager"``,
+    ``"sdpa"``); the vision tower keeps its own. Nothing of it is saved: exported folders name no
+    implementation and load with sdpa."""
+    model.model.language_model.set_attn_implementation(implementation)
+
+
+@contextmanager
+def eager_attention(model: LlavaForConditionalGeneration) -> Iterator[None]:
+    """Within the block every attention layer of ``model`` is eager (the only implementation that returns
+    attention weights); on exit the vision tower and the Llama each get their own implementation back."""
+    parts = (model.model.vision_tower, model.model.language_model)
+    before = [model.config._attn_implementation, *(p.config._attn_implementation for p in parts)]
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before[0])
+        for part, implementation in zip(parts, before[1:]):
+            part.set_attn_implementation(implementation)
 
 
 def save_lmm(

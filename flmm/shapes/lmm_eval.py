@@ -29,7 +29,7 @@ from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from flmm.errors import ConfigError
-from flmm.shapes.lmm import feature_layers
+from flmm.shapes.lmm import eager_attention, feature_layers
 from flmm.shapes.lmm_data import CAPTION_PROMPTS, assistant_turn, user_turn
 from flmm.world import narrative, qa_items, referring_expressions, sample_scene
 from flmm.world.qa import LOCATED
@@ -168,10 +168,8 @@ def grounding_probe(
     ``{prefix}_best_head_point``, ``{prefix}_best_head`` (index ``layer * N + head``) and
     ``{prefix}_n`` (phrases), with ``prefix = "probe_" + text``.
     """
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("eager")  # attention weights are only returned by eager attention
     hits, chance, ratio, head_hits = [], [], [], []
-    try:
+    with eager_attention(model):  # attention weights are only returned by eager attention
         for seed in seeds:
             scene = sample_scene(seed)
             if text == "caption":
@@ -199,8 +197,6 @@ def grounding_probe(
                     ratio.append(float((mean * cover).sum() / cover.mean().clamp_min(1e-6)))
                     flat = m.flatten(0, 1).flatten(1)  # (M*N, g*g)
                     head_hits.append((cover.flatten()[flat.argmax(1)] > 0).float())
-    finally:
-        model.set_attn_implementation(previous)
     prefix = f"probe_{text}"
     if not hits:
         return {f"{prefix}_n": 0.0}

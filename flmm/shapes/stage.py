@@ -26,6 +26,7 @@ from torch import nn
 
 from flmm.errors import ConfigError
 from flmm.train import TrainConfig, Trainer, TrainResult
+from flmm.train.cores import claim_idle_cores
 from flmm.train.precision import training_device
 
 
@@ -115,6 +116,17 @@ def process_state() -> PartialState:
 def is_main_process() -> bool:
     """Whether this process writes the run's files and runs its evaluations."""
     return process_state().is_main_process
+
+
+def main_process_alone() -> bool:
+    """Whether this is the main process, which then goes on alone (export, final evaluations) with
+    every core of a multi-process CPU launch (:func:`flmm.train.cores.claim_idle_cores`); the other
+    processes are done and return."""
+    state = process_state()
+    if not state.is_main_process:
+        return False
+    claim_idle_cores(state.num_processes, state.device.type)
+    return True
 
 
 def split_batch(train: TrainConfig) -> TrainConfig:

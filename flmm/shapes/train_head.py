@@ -33,7 +33,7 @@ from flmm.head.config import HeadConfig
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
 from flmm.recipes.head import train_head
-from flmm.shapes.stage import process_state, split_batch
+from flmm.shapes.stage import main_process_alone, process_state, split_batch
 from flmm.train import TrainConfig
 
 log = logging.getLogger("flmm.shapes")
@@ -126,7 +126,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         )
     )
     result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume)
-    if not state.is_main_process:
+    if not main_process_alone():  # it calibrates and writes, with every core
         return {}
     threshold, sweep = head.config.keyword_threshold, list[dict]()
     final_config = out / "run" / "head" / "config.json"

@@ -30,7 +30,7 @@ from torch import nn  # noqa: E402
 
 from flmm.errors import ConfigError  # noqa: E402
 from flmm.shapes.align import align_projector  # noqa: E402
-from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm  # noqa: E402
+from flmm.shapes.lmm import ShapesLMMConfig, build_lmm, save_lmm, set_language_attention  # noqa: E402
 from flmm.shapes.lmm_data import ChatCollator, ChatDataConfig, ShapesChatDataset  # noqa: E402
 from flmm.shapes.lmm_eval import grounding_probe, qa_accuracy  # noqa: E402
 from flmm.shapes.lmm_objective import CausalLMObjective  # noqa: E402
@@ -38,8 +38,8 @@ from flmm.shapes.stage import (  # noqa: E402
     add_loop_args,
     finish_run,
     folder_size_mb,
-    is_main_process,
     loop_config,
+    main_process_alone,
     split_batch,
     start_run,
     train_timed,
@@ -54,6 +54,9 @@ from flmm.shapes.vision_warmup import (
 )  # noqa: E402
 from flmm.train import TrainConfig, Trainer  # noqa: E402
 from flmm.world import split_seeds  # noqa: E402
+
+#: transformers attention implementations the stage may train with (LMMStageConfig.attention)
+ATTENTIONS = ("eager", "sdpa")
 
 
 @dataclass
@@ -85,6 +88,11 @@ class LMMStageConfig:
         align_steps: steps of a projector-only phase (language model frozen, LLaVA's first stage) on
             the LMM stage's conversations, after the text phase (0: off; the shipped run ``t1MA9``: 900); see
             :mod:`flmm.shapes.align`.
+        attention: transformers' attention implementation of the Llama while training, ``"eager"`` or
+            ``"sdpa"`` (the same computation: eager trains it 1.07x / 1.43x faster in the LMM stage /
+            text phase on a 2-core CPU, ``python -m benchmarks.train_attention``; the shipped run
+            ``t1MA9`` used sdpa). The vision tower keeps sdpa (eager gained nothing there). The
+            exported model does not keep it: it loads with sdpa.
     """
 
     model: ShapesLMMConfig = field(default_factory=ShapesLMMConfig)
@@ -116,10 +124,13 @@ class LMMStageConfig:
     freeze_vision: bool = True
     text: TextPretrainConfig = field(default_factory=lambda: TextPretrainConfig(steps=800))
     align_steps: int = 900
+    attention: str = "eager"
 
     def __post_init__(self) -> None:
         if self.align_steps < 0:
             raise ConfigError(f"align_steps must be >= 0, got {self.align_steps}")
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,12 +167,24 @@ def lm_stage_trainer(lmm: nn.Module, processor, cfg: LMMStageConfig, dataset: Sh
     return Trainer(objective, dataset, collate, split_batch(cfg.train), eval_fn=eval_fn)
 
 
-def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
+#: the phases of :func:`train_lmm` in order (``stop_after="lmm"``, the default, runs them all)
+PHASES = ("vision", "text", "align", "lmm")
+
+
+def train_lmm(cfg: LMMStageConfig, resume: bool = False, stop_after: str = "lmm") -> dict[str, float]:
     """Train, export ``<out>/hf`` and return the final evaluation (also written to ``<out>/eval.json``;
-    ``{}`` in the other processes of a multi-process launch)."""
+    ``{}`` in the other processes of a multi-process launch).
+
+    ``stop_after`` (one of :data:`PHASES`) ends the call once that phase's file is written (returns
+    ``{"stopped_after": k}``, ``k`` its index in :data:`PHASES`); a later call with ``resume=True``
+    reloads the finished phases and goes on, so that the phases can run under different launches or
+    settings (``benchmarks.stage_processes`` times the text and alignment phases alone this way)."""
+    if stop_after not in PHASES:
+        raise ConfigError(f"stop_after must be one of {PHASES}, got {stop_after!r}")
     out = cfg.train.output_dir
     start_run(cfg.to_dict(), out, cfg.export_dtype, cfg.threads)
     lmm, processor = build_lmm(cfg.model, seed=cfg.init_seed)
+    set_language_attention(lmm, cfg.attention)
     seeds = split_seeds("train", cfg.train_scenes)
     start = time.time()
     warm = warm_up_vision(
@@ -171,11 +194,15 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     if warm is None:
         return _interrupted("vision warm-up")
     warm_minutes = (time.time() - start) / 60
+    if stop_after == "vision":
+        return _stopped(stop_after)
     start = time.time()
     text = pretrain_text(lmm, processor, cfg.text, seeds, out, cfg.train, resume=resume)
     if text is None:
         return _interrupted("text phase")
     text_minutes = (time.time() - start) / 60
+    if stop_after == "text":
+        return _stopped(stop_after)
     if cfg.freeze_vision:
         lmm.model.vision_tower.requires_grad_(False)
     dataset = ShapesChatDataset(seeds, processor, cfg.data)
@@ -193,11 +220,13 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
             return _interrupted("alignment phase")
         aligned = got
     align_minutes = (time.time() - start) / 60
+    if stop_after == "align":
+        return _stopped(stop_after)
     trainer = lm_stage_trainer(lmm, processor, cfg, dataset)
     result, train_minutes = train_timed("train_lmm", trainer, resume)
     if result.interrupted:
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
-    if not is_main_process():  # the main process exports and evaluates the same weights
+    if not main_process_alone():  # it exports and evaluates the same weights, with every core
         return {}
     folder = os.path.join(out, "hf")
     save_lmm(lmm, processor, folder, dtype=getattr(torch, cfg.export_dtype))
@@ -218,6 +247,11 @@ def train_lmm(cfg: LMMStageConfig, resume: bool = False) -> dict[str, float]:
     return finish_run(out, final)
 
 
+def _stopped(phase: str) -> dict[str, float]:
+    print(f"[train_lmm] stopped after the {phase} phase; go on with --resume")
+    return {"stopped_after": float(PHASES.index(phase))}
+
+
 def _interrupted(phase: str) -> dict[str, float]:
     print(f"[train_lmm] interrupted in the {phase}; resume with --resume")
     return {"interrupted": 1.0, "step": 0.0}
@@ -231,7 +265,8 @@ def _numbers(p: argparse.ArgumentParser, flag: str, text: str, kind: type) -> tu
         p.error(f"{flag} takes comma-separated numbers, got {text!r}")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
+def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool, str]:
+    """The stage's config, ``--resume`` and ``--stop-after`` (see :func:`train_lmm`) from ``argv``."""
     p = argparse.ArgumentParser(description="Pre-train the tiny shapes-world LMM (captions + QA only).")
     d = LMMStageConfig()
     add_loop_args(p, d.train)
@@ -346,6 +381,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         default=d.align_steps,
         help="steps of a projector-only phase (language model frozen) before the LMM stage (0: off)",
     )
+    p.add_argument(
+        "--attention",
+        choices=ATTENTIONS,
+        default=d.attention,
+        help="attention implementation of the Llama while training (eager is faster for these short sequences on CPU)",
+    )
+    p.add_argument(
+        "--stop-after",
+        choices=PHASES,
+        default=PHASES[-1],
+        help="end after this phase (its file written); a later call with --resume goes on from there",
+    )
     a = p.parse_args(argv)
     if a.projector_address_weight < 0:
         p.error(f"--projector-address-weight must be >= 0, got {a.projector_address_weight}")
@@ -410,13 +457,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool]:
         freeze_vision=a.freeze_vision,
         text=text,
         align_steps=a.align_steps,
+        attention=a.attention,
     )
-    return cfg, a.resume
+    return cfg, a.resume, a.stop_after
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, resume = parse_args(argv)
-    results = train_lmm(cfg, resume=resume)
+    cfg, resume, stop_after = parse_args(argv)
+    results = train_lmm(cfg, resume=resume, stop_after=stop_after)
     return 130 if results.get("interrupted") else 0
 
 

@@ -40,8 +40,8 @@ from flmm.shapes.stage import (  # noqa: E402
     add_loop_args,
     finish_run,
     folder_size_mb,
-    is_main_process,
     loop_config,
+    main_process_alone,
     split_batch,
     start_run,
     train_timed,
@@ -178,7 +178,7 @@ def train_sam(cfg: SamStageConfig, resume: bool = False, export: str | None = No
     load_after = os.getloadavg()
     if result.interrupted:
         return {"interrupted": 1.0, "step": float(result.state.global_step)}
-    if not is_main_process():  # the main process exports and evaluates the same weights
+    if not main_process_alone():  # it exports and evaluates the same weights, with every core
         return {}
     folder = save_sam(sam, processor, os.path.join(out, "hf"), dtype=getattr(torch, cfg.export_dtype))
     if export:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from flmm.errors import ConfigError
 from flmm.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from flmm.train.config import TrainConfig
+from flmm.train.cores import idle_cores_lent
 from flmm.train.interrupt import StopRequest
 from flmm.train.logger import RunLogger
 from flmm.train.precision import resolve_precision, training_device
@@ -127,6 +128,8 @@ class Trainer:
         config: :class:`TrainConfig`.
         eval_fn: called on the main process with the unwrapped model in eval mode under
             ``torch.inference_mode()`` every ``config.eval_every_steps`` and at the end; returns scalars.
+            In a multi-process CPU launch the other processes wait meanwhile and the main process
+            evaluates with every core (:mod:`flmm.train.cores`).
         step_callback: called on every process after each optimizer step (tests, custom hooks).
     """
 
@@ -379,15 +382,17 @@ class Trainer:
         if self.eval_fn is None:
             return {}
         results: dict[str, float] = {}
-        if self.accelerator.is_main_process:
+        acc = self.accelerator
+        if acc.is_main_process:
             model = self.unwrapped_model()
             model.eval()
-            with torch.inference_mode():
+            # the other processes wait at the barrier below: their cores evaluate too
+            with torch.inference_mode(), idle_cores_lent(acc.num_processes, acc.device.type):
                 results = {k: float(v) for k, v in dict(self.eval_fn(model)).items()}
             model.train()
             self.logger.log(state.global_step, "eval", **results)
             print(f"[flmm.train] step {state.global_step} eval: {results}")
-        self.accelerator.wait_for_everyone()
+        acc.wait_for_everyone()
         return results
 
     def _save(self, state: TrainerState, start_time: float) -> str:
