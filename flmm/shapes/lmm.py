@@ -206,7 +206,12 @@ def set_language_attention(model: LlavaForConditionalGeneration, implementation:
 def eager_attention(model: LlavaForConditionalGeneration) -> Iterator[None]:
     """Within the block every attention layer of ``model`` is eager (the only implementation that returns
     attention weights); on exit the vision tower and the Llama each get their own implementation back."""
-    parts = (model.model.vision_tower, model.model.language_model)
+    # a stand-in tower (examples/oracle_lmm.py) is no transformers model: nothing to switch there
+    parts = [
+        p
+        for p in (model.model.vision_tower, model.model.language_model)
+        if hasattr(p, "set_attn_implementation")
+    ]
     before = [model.config._attn_implementation, *(p.config._attn_implementation for p in parts)]
     model.set_attn_implementation("eager")
     try:

@@ -89,7 +89,7 @@ class LMMStageConfig:
             the LMM stage's conversations, after the text phase (0: off; the shipped run ``t1MA9``: 900); see
             :mod:`flmm.shapes.align`.
         attention: transformers' attention implementation of the Llama while training, ``"eager"`` or
-            ``"sdpa"`` (the same computation: eager trains it 1.07x / 1.43x faster in the LMM stage /
+            ``"sdpa"`` (the same computation: eager trains it 1.06x / 1.42x faster in the LMM stage /
             text phase on a 2-core CPU, ``python -m benchmarks.train_attention``; the shipped run
             ``t1MA9`` used sdpa). The vision tower keeps sdpa (eager gained nothing there). The
             exported model does not keep it: it loads with sdpa.
