@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+from functools import partial
 
 import torch
 
+from benchmarks.timing import train_step_seconds
 from flmm.shapes.lmm import build_lmm, set_language_attention
 from flmm.shapes.lmm_data import ChatCollator, ShapesChatDataset
 from flmm.shapes.lmm_objective import CausalLMObjective
@@ -33,15 +34,8 @@ from flmm.world import split_seeds
 IMPLEMENTATIONS = ("sdpa", "eager")
 
 
-def step_seconds(objective, opt, batch, bf16: bool) -> float:
-    """Wall seconds of one training step of ``objective`` on ``batch``."""
-    t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = objective(batch)["loss"]
-    opt.zero_grad()
-    loss.float().backward()
-    opt.step()
-    return time.perf_counter() - t0
+def _loss(objective, batch) -> torch.Tensor:
+    return objective(batch)["loss"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(a.repeats + 1):
             for impl in IMPLEMENTATIONS:
                 set_language_attention(lmm, impl)  # the Llama's, as the stage sets it
-                sec = sum(step_seconds(objective, opt, batch, precision == "bf16") for _ in range(a.steps))
+                sec = sum(
+                    train_step_seconds(partial(_loss, objective, batch), opt, precision == "bf16")
+                    for _ in range(a.steps)
+                )
                 if r:  # round 0 is the warm-up
                     times[impl].append(sec / a.steps)
         med = {impl: statistics.median(t) for impl, t in times.items()}

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 from transformers import SamModel
 
 from benchmarks.head_cue import SIDE, batch, build
+from benchmarks.timing import train_step_seconds
 from flmm.assets_path import resolve
 from flmm.train.precision import native_bf16
 
@@ -35,16 +35,10 @@ SETTINGS = {
 }
 
 
-def step_seconds(head, opt: torch.optim.Optimizer, data, bf16: bool) -> float:
-    """Wall seconds of one training step of ``head`` on ``data`` (``batch()``), bf16 autocast or not."""
-    t0 = time.perf_counter()
+def loss(head, data) -> torch.Tensor:
+    """The head's total training loss on ``data`` (``batch()``)."""
     queries, masks, labels = data
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = head.compute_losses(head(queries), masks, labels)["loss"]
-    opt.zero_grad()
-    loss.float().backward()
-    opt.step()
-    return time.perf_counter() - t0
+    return head.compute_losses(head(queries), masks, labels)["loss"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(a.repeats + 1):
         for name, (channels_last, bf16) in SETTINGS.items():
             head.decoder.channels_last = channels_last
-            sec = sum(step_seconds(head, opt, data, bf16) for _ in range(a.steps)) / a.steps
+            sec = (
+                sum(train_step_seconds(lambda: loss(head, data), opt, bf16) for _ in range(a.steps)) / a.steps
+            )
             if r:  # round 0 is the warm-up
                 times[name].append(sec)
     med = {name: statistics.median(t) for name, t in times.items()}
