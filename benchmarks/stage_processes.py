@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.stage_workers import seconds_per_step
+from benchmarks.stage_workers import parse_stages, seconds_per_step
 from flmm.shapes.train_all import launch_command
 
 NO_PHASES = [
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="rounds of (1 process, 2 processes) per stage")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     a = p.parse_args(argv)
-    stages = [s for s in a.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        p.error(f"unknown stage(s) {unknown}; choose from {sorted(STAGES)}")
+    stages = parse_stages(p, a.stages, STAGES)
     result: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for stage in stages:
@@ -111,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("| stage | 1 process x 2 threads s/step | 2 processes x 1 thread s/step | speed-up |")
         print("| --- | --- | --- | --- |")
-        for stage, r in result.items():
-            row = (r["one_process_s_per_step"], r["two_processes_s_per_step"], r["speedup"])
+        for stage, speeds in result.items():
+            row = (speeds["one_process_s_per_step"], speeds["two_processes_s_per_step"], speeds["speedup"])
             print(f"| {stage} | {row[0]:.3f} | {row[1]:.3f} | **{row[2]:.2f}x** |")
     return 0
 

@@ -49,6 +49,15 @@ def run_stage(stage: str, workers: int, steps: int, out: Path) -> float:
     return seconds_per_step(out / "log.jsonl")
 
 
+def parse_stages(p: argparse.ArgumentParser, text: str, known) -> list[str]:
+    """``"lmm,sam"`` -> ``["lmm", "sam"]``; a usage error of ``p`` for a stage not in ``known``."""
+    stages = [s for s in text.split(",") if s]
+    unknown = sorted(set(stages) - set(known))
+    if unknown:
+        p.error(f"--stages: unknown {unknown}; choose from {sorted(known)}")
+    return stages
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stages", default="lmm,sam", help=f"comma-separated, of {','.join(STAGES)}")
@@ -56,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="rounds of (workers 0, workers 1) per stage")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     a = p.parse_args(argv)
-    stages = [s for s in a.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        p.error(f"--stages: unknown {unknown}; choose from {sorted(STAGES)}")
+    stages = parse_stages(p, a.stages, STAGES)
     if a.steps < 50:
         p.error("--steps must be >= 50 (the logs record every 25 steps)")
     results: dict[str, dict[str, float]] = {}

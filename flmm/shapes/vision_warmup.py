@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -48,7 +48,7 @@ from flmm.errors import ConfigError
 from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS
 from flmm.shapes.lmm import feature_layers, token_grid, world_patch
 from flmm.shapes.relations import RelationProbe, TokenAddress
-from flmm.shapes.stage import is_main_process, split_batch
+from flmm.shapes.stage import save_part, split_batch
 from flmm.shapes.warmup_data import (
     GROUPS,
     SINGLE_PLACEMENTS,
@@ -320,8 +320,7 @@ def warm_up_vision(
         result = trainer.train(resume=resume)
         if result.interrupted:
             return None
-        if is_main_process():
-            save_file({n: t.detach().contiguous() for n, t in objective.state_dict().items()}, done)
+        save_part(objective, lambda _name: True, done)  # tower and probes, written by the main process
         accuracy = dict(result.last_eval)
     return accuracy if accuracy is not None else held_out_accuracy(objective, *held_out)
 
