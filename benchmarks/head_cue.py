@@ -29,11 +29,12 @@ from flmm.lmm.types import LMMIdentity
 SIDE = 128  # shapes-world images
 
 
-def build(cue_width: int, sam: SamModel) -> FLMMHead:
+def build(cue_width: int, sam: SamModel, decoder_width: int | None = None) -> FLMMHead:
+    """A head of the shipped head's sizes, with this language-cue width (and U-Net base width, if given)."""
     shipped = HeadConfig.load(resolve("flmm:shapes/head") + "/config.json")
     torch.manual_seed(0)
     cfg = HeadConfig.create(
-        shipped.lmm, sam, decoder_width=shipped.decoder_width, canvas_size=shipped.canvas_size,
+        shipped.lmm, sam, decoder_width=decoder_width or shipped.decoder_width, canvas_size=shipped.canvas_size,
         decoder_cue_width=cue_width,
     )  # fmt: skip
     return FLMMHead(cfg, sam_model=sam).train()

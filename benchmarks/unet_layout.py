@@ -2,6 +2,7 @@
 channels-last tensors, in fp32 and under bf16 autocast, side by side.
 
     python -m benchmarks.unet_layout --json
+    python -m benchmarks.unet_layout --widths 16,24,32 --json   # and the cost of a wider U-Net
 
 What ``UNetDecoder.channels_last`` (on by default) and the head stage's precision cost. The shipped
 head's sizes (shapes LMM identity, tiny SAM refiner, decoder width 16, 64-cell canvas, language cue 64),
@@ -48,27 +49,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--steps", type=int, default=4, help="steps per round")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument(
+        "--widths", default="16", help="U-Net base widths to time side by side, comma-separated (shipped: 16)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     a = p.parse_args(argv)
+    try:
+        widths = [int(w) for w in a.widths.split(",")]
+    except ValueError:
+        p.error(f"--widths takes comma-separated integers, got {a.widths!r}")
     torch.set_num_threads(a.threads)
     sam = SamModel.from_pretrained(resolve("flmm:shapes/sam")).eval()
-    head = build(64, sam)
-    opt = torch.optim.AdamW(head.trainable_parameters(), 1e-4)
-    data = batch(head.config.lmm, head.embed_image(torch.zeros(SIDE, SIDE, 3, dtype=torch.uint8).numpy()))
-    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    heads = {w: build(64, sam, w) for w in widths}
+    opts = {w: torch.optim.AdamW(h.trainable_parameters(), 1e-4) for w, h in heads.items()}
+    first = heads[widths[0]]
+    data = batch(first.config.lmm, first.embed_image(torch.zeros(SIDE, SIDE, 3, dtype=torch.uint8).numpy()))
+    rows = {(w, name): setting for w in widths for name, setting in SETTINGS.items()}
+    times: dict[tuple[int, str], list[float]] = {row: [] for row in rows}
     for r in range(a.repeats + 1):
-        for name, (channels_last, bf16) in SETTINGS.items():
+        for (w, name), (channels_last, bf16) in rows.items():
+            head = heads[w]
             head.decoder.channels_last = channels_last
-            sec = (
-                sum(train_step_seconds(lambda: loss(head, data), opt, bf16) for _ in range(a.steps)) / a.steps
-            )
+            sec = sum(train_step_seconds(lambda h=head: loss(h, data), opts[w], bf16) for _ in range(a.steps))
             if r:  # round 0 is the warm-up
-                times[name].append(sec)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    base = med["fp32_channels_first"]
+                times[(w, name)].append(sec / a.steps)
+    med = {f"width{w}_{name}": statistics.median(t) for (w, name), t in times.items()}
+    base = med[f"width{widths[0]}_fp32_channels_first"]
     result = {
         "seconds_per_step": {name: round(s, 4) for name, s in med.items()},
-        "speedup_over_fp32_channels_first": {name: round(base / s, 3) for name, s in med.items()},
+        f"speedup_over_width{widths[0]}_fp32_channels_first": {
+            name: round(base / s, 3) for name, s in med.items()
+        },
+        "trainable_parameters": {
+            f"width{w}": sum(x.numel() for x in h.trainable_parameters()) for w, h in heads.items()
+        },
         "native_bf16_cpu": native_bf16("cpu"),
         "threads": torch.get_num_threads(),
         "rounds": a.repeats,
@@ -78,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print("| setting | s / step | speed-up |\n| --- | --- | --- |")
-    for name in SETTINGS:
-        print(f"| {name} | {med[name]:.3f} | {base / med[name]:.2f}x |")
+    for name, sec in med.items():
+        print(f"| {name} | {sec:.3f} | {base / sec:.2f}x |")
     return 0
 
 

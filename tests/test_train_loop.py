@@ -354,3 +354,25 @@ def test_trainer_runs_auto_precision_as_resolved(tmp_path):
     cfg = make_config(str(tmp_path / "run"), max_steps=1, mixed_precision="auto")
     trainer = Trainer(fresh_model(), NoisyRegression(), collate, cfg)
     assert trainer.accelerator.mixed_precision == resolve_precision("auto")
+
+
+def test_only_the_spurious_1x1_stride_warning_of_ddp_is_silenced(tmp_path):
+    import warnings
+
+    # the exact text DDP printed for SAM's mask-embedding 1x1 conv in a 2-process head run
+    spurious = (
+        "Grad strides do not match bucket view strides. This may indicate grad was not created according "
+        "to the gradient layout contract, or that the param's strides changed since DDP was constructed.  "
+        "This is not an error, but may impair performance.\n"
+        "grad.sizes() = [128, 16, 1, 1], strides() = [16, 1, 16, 16]\n"
+        "bucket_view.sizes() = [128, 16, 1, 1], strides() = [16, 1, 1, 1]"
+    )
+    real = spurious.replace("16, 1, 1]", "16, 3, 3]")  # a 3x3 kernel: a real layout difference
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        Trainer(fresh_model(seed=0), NoisyRegression(), collate, make_config(str(tmp_path), max_steps=1))
+        warnings.warn(spurious, UserWarning, stacklevel=1)
+        warnings.warn(real, UserWarning, stacklevel=1)
+    messages = [str(w.message) for w in seen]
+    assert spurious not in messages
+    assert real in messages

@@ -60,6 +60,7 @@ class HeadStageConfig:
     lr: float = 1e-3
     seed: int = 0
     minutes: float = 0.0
+    mixed_precision: str = "no"
     export: str | None = None
 
 
@@ -119,7 +120,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
-            mixed_precision="no",
+            mixed_precision=cfg.mixed_precision,
             save_every_steps=200,
             log_every_steps=20,
             max_minutes=cfg.minutes,
@@ -191,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         "--minutes", type=float, default=d.minutes, help="wall-clock budget for training (0: none)"
     )
     p.add_argument(
+        "--precision",
+        choices=("auto", "no", "bf16"),
+        default=d.mixed_precision,
+        help="autocast of the head's training steps: auto = bf16 where the CPU/GPU computes it natively",
+    )
+    p.add_argument(
         "--export", default=None, help="copy the trained head folder here (e.g. flmm/assets/shapes/head)"
     )
     p.add_argument("--resume", action="store_true")
@@ -216,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         lr=a.lr,
         seed=a.seed,
         minutes=a.minutes,
+        mixed_precision=a.precision,
         export=a.export,
     )
     print(json.dumps(train_head_stage(cfg, resume=a.resume), indent=2))

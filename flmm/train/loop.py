@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,15 @@ class TrainResult:
     last_eval: dict[str, float] = field(default_factory=dict)
 
 
+#: DDP's stride warning for a 1x1 convolution's weight (sizes ``[o, i, 1, 1]``), whose gradient arrives
+#: channels-last, e.g. after SAM's channels-first LayerNorm permutes its input: the strides differ only
+#: in the two size-1 dimensions, so the memory layout is the same and the bucket copy is the one DDP
+#: always does (pytorch/pytorch#157862, #47163). Other stride mismatches still warn.
+SPURIOUS_STRIDE_WARNING = (
+    r"Grad strides do not match bucket view strides[\s\S]*grad\.sizes\(\) = \[\d+, \d+, 1, 1\]"
+)
+
+
 def _make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -62,6 +72,7 @@ def _make_accelerator(config: TrainConfig):
     # (`accelerate launch --multi_gpu --num_processes N` or `torchrun`) become a gloo MULTI_CPU run;
     # otherwise every process would believe it is alone.
     device = training_device()
+    warnings.filterwarnings("ignore", message=SPURIOUS_STRIDE_WARNING, category=UserWarning)
     kwargs = dict(
         cpu=device == "cpu",
         mixed_precision=resolve_precision(config.mixed_precision, device),
