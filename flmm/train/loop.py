@@ -11,7 +11,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from flmm.errors import ConfigError
+from flmm.train.accel import make_accelerator
 from flmm.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from flmm.train.config import TrainConfig
 from flmm.train.cores import idle_cores_lent
 from flmm.train.interrupt import StopRequest
 from flmm.train.logger import RunLogger
-from flmm.train.precision import resolve_precision, training_device
 from flmm.train.sampler import ShardedBatchSampler
 from flmm.train.schedule import build_scheduler
 from flmm.train.seeding import seed_everything
@@ -52,43 +51,6 @@ class TrainResult:
     checkpoint: str | None
     last_train: dict[str, float] = field(default_factory=dict)
     last_eval: dict[str, float] = field(default_factory=dict)
-
-
-#: DDP's stride warning for a 1x1 convolution's weight (sizes ``[o, i, 1, 1]``), whose gradient arrives
-#: channels-last, e.g. after SAM's channels-first LayerNorm permutes its input: the strides differ only
-#: in the two size-1 dimensions, so the memory layout is the same and the bucket copy is the one DDP
-#: always does (pytorch/pytorch#157862, #47163). Other stride mismatches still warn.
-SPURIOUS_STRIDE_WARNING = (
-    r"Grad strides do not match bucket view strides[\s\S]*grad\.sizes\(\) = \[\d+, \d+, 1, 1\]"
-)
-
-
-def _make_accelerator(config: TrainConfig):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # Without an accelerator device, `cpu=True` is what lets a torchrun-style launch
-    # (`accelerate launch --multi_gpu --num_processes N` or `torchrun`) become a gloo MULTI_CPU run;
-    # otherwise every process would believe it is alone.
-    device = training_device()
-    warnings.filterwarnings("ignore", message=SPURIOUS_STRIDE_WARNING, category=UserWarning)
-    kwargs = dict(
-        cpu=device == "cpu",
-        mixed_precision=resolve_precision(config.mixed_precision, device),
-        gradient_accumulation_steps=config.grad_accum_steps,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.find_unused_parameters)],
-    )
-    try:
-        return Accelerator(**kwargs)
-    except ValueError as e:
-        # accelerate keeps process-wide singletons; a second Trainer in one process (several stages,
-        # tests, notebooks) with another precision must reset them. The process group is kept.
-        if "already been initialized" not in str(e):
-            raise
-        AcceleratorState._reset_state(reset_partial_state=False)
-        GradientState._reset_state()
-        return Accelerator(**kwargs)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -159,7 +121,7 @@ class Trainer:
         self.step_callback = step_callback
         self.train_dataset = train_dataset
         self.collate_fn = collate_fn
-        self.accelerator = _make_accelerator(config)
+        self.accelerator = make_accelerator(config)
         self.stop = StopRequest()
         groups = _param_groups(model, config.lr)
         params = [p for g in groups for p in g["params"]]
