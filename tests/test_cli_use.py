@@ -78,7 +78,7 @@ def test_chat_one_shot_with_grounding(model_args, image, tmp_path, capsys):
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].strip() and lines[-1] == f"[overlay: {out}]"
-    assert out.is_file() and Image.open(out).size[0] == 100
+    assert out.is_file() and Image.open(out).size[0] == 300  # a 100 px image: upscaled 3x by default
 
 
 def test_chat_repl(model_args, image, monkeypatch, capsys):

@@ -14,6 +14,7 @@ from flmm.pipeline.types import Grounding
 from flmm.viz import (
     PALETTE,
     attention_clusters,
+    auto_scale,
     cluster_overlay,
     clusters_to_image,
     color,
@@ -54,7 +55,7 @@ def test_draw_masks_colours_and_shape():
     masks = np.zeros((2, 20, 30), bool)
     masks[0, 2:12, 3:13] = True
     masks[1, 10:18, 15:28] = True
-    out = draw_masks(IMG, masks, show_legend=False, alpha=0.5)
+    out = draw_masks(IMG, masks, show_legend=False, alpha=0.5, scale=1)
     assert out.shape == (20, 30, 3) and out.dtype == np.uint8
     inner = (100 + np.array(color(0))) / 2
     assert np.allclose(out[6, 8], inner, atol=1)  # interior: blended with colour 0
@@ -64,6 +65,16 @@ def test_draw_masks_colours_and_shape():
     big = draw_masks(IMG, masks, labels=["a", "b"], scale=3)
     assert big.shape[1] == 90 and big.shape[0] > 60  # upscaled image + legend strip
     assert (big[60:] == np.array(color(1), np.uint8)).all(-1).any()  # the legend has swatch 1
+
+
+def test_small_images_are_upscaled_by_default():
+    assert [auto_scale(hw) for hw in [(128, 128), (20, 30), (480, 640), (200, 100)]] == [3, 4, 1, 1]
+    masks = np.zeros((1, 20, 30), bool)
+    masks[0, 2:12, 3:13] = True
+    auto = draw_masks(IMG, masks, show_legend=False)  # a 20 x 30 image: 4x (the cap)
+    assert np.array_equal(auto, draw_masks(IMG, masks, show_legend=False, scale=4))
+    with pytest.raises(InputError, match="scale"):
+        draw_masks(IMG, masks, scale=-1)
 
 
 def test_draw_masks_bad_input():
@@ -85,9 +96,9 @@ def test_draw_grounding_marks_low_scores():
     masks = np.zeros((2, 20, 30), bool)
     masks[:, 5:10, 5:10] = True
     g = Grounding.build("a b", ["a", "b"], [(0, 1), (2, 3)], masks, np.array([0.9, 0.1]), 0.5, "f-lmm")
-    out = draw_grounding(IMG, g)
+    out = draw_grounding(IMG, g, scale=1)
     assert out.shape[1] == 30 and out.shape[0] > 20
-    assert np.array_equal(out[:20], draw_masks(IMG, g.masks, boxes=g.boxes, show_legend=False))
+    assert np.array_equal(out[:20], draw_masks(IMG, g.masks, boxes=g.boxes, show_legend=False, scale=1))
 
 
 def _capture(atts: torch.Tensor, geom: GridGeometry) -> CaptureResult:

@@ -74,6 +74,11 @@ def register(subparsers) -> None:
     p.add_argument("question", nargs="?", help="ask this one question and exit (default: interactive)")
     p.add_argument("--ground", action="store_true", help="print the answer's grounded phrases, write --out")
     p.add_argument("--out", default="chat_overlay.png", help="overlay PNG written with --ground")
-    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the overlay (default 1)")
+    p.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        help="integer upscaling of the overlay (default 0: automatic, small images to >= 384 px)",
+    )
     add_model_arguments(p)
     p.set_defaults(func=_run)

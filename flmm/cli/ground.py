@@ -86,6 +86,11 @@ def register(subparsers) -> None:
     p.add_argument(
         "--masks-out", help="npz to write: masks (K,H,W) bool, boxes, scores, kept, phrases, spans"
     )
-    p.add_argument("--scale", type=int, default=1, help="integer upscaling of the overlay (default 1)")
+    p.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        help="integer upscaling of the overlay (default 0: automatic, small images to >= 384 px)",
+    )
     add_model_arguments(p)
     p.set_defaults(func=_run)

@@ -18,7 +18,7 @@ from flmm.demo.render import grounding_status, highlight_html
 from flmm.demo.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, read_upload
 from flmm.errors import FlmmError
 from flmm.pipeline.predictor import GroundingPipeline
-from flmm.viz.overlay import draw_grounding, to_rgb_array
+from flmm.viz.overlay import auto_scale, draw_grounding, to_rgb_array
 
 NO_IMAGE = "Upload an image first."
 
@@ -73,8 +73,7 @@ class DemoBackend:
     def _scale(self, session: DemoSession) -> int:
         if self.overlay_scale is not None:
             return self.overlay_scale
-        h, w = session.pipe.image_size
-        return max(1, min(4, 384 // max(h, w)))
+        return auto_scale(session.pipe.image_size)
 
     def upload(
         self, path: str | None, session: DemoSession | None

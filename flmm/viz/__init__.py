@@ -9,12 +9,21 @@ from flmm.viz.attention import (
     phrase_heatmap,
     phrase_heatmaps,
 )
-from flmm.viz.overlay import draw_grounding, draw_masks, grounding_labels, legend, outline, save_png
+from flmm.viz.overlay import (
+    auto_scale,
+    draw_grounding,
+    draw_masks,
+    grounding_labels,
+    legend,
+    outline,
+    save_png,
+)
 from flmm.viz.palette import PALETTE, color, colors, hex_color
 
 __all__ = [
     "PALETTE",
     "attention_clusters",
+    "auto_scale",
     "cluster_overlay",
     "clusters_to_image",
     "color",

@@ -74,13 +74,19 @@ def legend(labels: Sequence[str], width: int, font_size: int | None = None) -> n
     return np.asarray(img)
 
 
+def auto_scale(hw: tuple[int, int], side: int = 384, most: int = 4) -> int:
+    """The integer upscaling (1 to ``most``) that brings an ``(H, W)`` image's long side up to about
+    ``side`` pixels: 3 for a 128 px shapes-world scene, 1 for a photo."""
+    return max(1, min(most, side // max(1, max(hw))))
+
+
 def draw_masks(
     image: ImageLike,
     masks: np.ndarray,
     labels: Sequence[str] | None = None,
     boxes: np.ndarray | None = None,
     alpha: float = 0.5,
-    scale: int = 1,
+    scale: int = 0,
     show_legend: bool = True,
 ) -> np.ndarray:
     """Overlay ``K`` masks on an image: mask ``k`` tinted with palette colour ``k`` and outlined in it.
@@ -91,7 +97,8 @@ def draw_masks(
         labels: ``K`` legend entries (e.g. ``"red circle 0.93"``); no legend when None or empty.
         boxes: ``(K, 4)`` xyxy pixel boxes to draw (skipped when all zero).
         alpha: tint strength in [0, 1].
-        scale: integer nearest-neighbour upscaling (small images stay readable).
+        scale: integer nearest-neighbour upscaling; 0 (the default): :func:`auto_scale` of the image, so
+            that a small image (a 128 px shapes-world scene: 3x) comes out large enough to read.
         show_legend: append the legend strip below the image.
 
     Returns:
@@ -105,6 +112,9 @@ def draw_masks(
         )
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    if scale < 0:
+        raise InputError(f"scale must be a positive integer (0: automatic), got {scale}")
+    scale = scale or auto_scale(img.shape[:2])
     masks = masks.astype(bool)
     out = img.astype(np.float32)
     for k, m in enumerate(masks):
@@ -135,7 +145,7 @@ def grounding_labels(phrases: Sequence[str], scores: np.ndarray, kept: np.ndarra
     ]
 
 
-def draw_grounding(image: ImageLike, grounding, alpha: float = 0.5, scale: int = 1) -> np.ndarray:
+def draw_grounding(image: ImageLike, grounding, alpha: float = 0.5, scale: int = 0) -> np.ndarray:
     """:func:`draw_masks` of a :class:`~flmm.pipeline.types.Grounding` with its boxes and a legend of
     phrases and scores. Returns ``(H', W', 3)`` uint8."""
     labels = grounding_labels(grounding.phrases, grounding.scores, grounding.kept)
