@@ -1,7 +1,9 @@
 """Markdown tables of evaluation results (what ``flmm eval`` prints and writes to ``table.md``).
 
 One table per kind of task, one row per task (dataset/split). Scores are shown in percent with one
-decimal, as in the paper's tables; ``-`` marks a value that is undefined (a ratio over nothing).
+decimal, as in the paper's tables; ``-`` marks a value that is undefined (a ratio over nothing). RES
+cIoU and narrative average recall come with a 95 % bootstrap interval over objects
+(:mod:`flmm.metrics.bootstrap`): a difference between two models well inside it is not a finding.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def interval(ci: Any) -> str:
+    """A ``[low, high]`` fraction interval as ``"38.1-46.8"`` percent; ``-`` when there is none."""
+    if not ci:
+        return "-"
+    return f"{pct(ci[0])}-{pct(ci[1])}"
+
+
 def _problems(task: dict[str, Any]) -> str:
     skipped = sum(task.get("skipped", {}).values())
     return f"{task.get('failed', 0)} / {skipped}"
@@ -37,6 +46,7 @@ def _res_rows(name: str, t: dict[str, Any]) -> list[list[Any]]:
                 stage,
                 m["count"],
                 pct(m["ciou"]),
+                interval(m.get("ciou_ci95")),
                 pct(m["giou"]),
                 pct(m.get("precision@0.5")),
                 m["missing"],
@@ -50,7 +60,20 @@ def _png_rows(name: str, t: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for stage, m in t["metrics"].items():
         groups = [pct(m.get(f"average_recall{g}")) for g in ("", "_thing", "_stuff", "_singular", "_plural")]
-        rows.append([name, stage, m["count"], *groups, pct(m["recall@0.5"]), m["missing"], _problems(t)])
+        ci = interval(m.get("average_recall_ci95"))
+        rows.append(
+            [
+                name,
+                stage,
+                m["count"],
+                groups[0],
+                ci,
+                *groups[1:],
+                pct(m["recall@0.5"]),
+                m["missing"],
+                _problems(t),
+            ]
+        )
     return rows
 
 
@@ -115,7 +138,7 @@ SECTIONS: list[tuple[str, str, list[str], Callable[[str, dict], list[list[Any]]]
     (
         "Referring segmentation",
         "res",
-        ["task", "masks", "objects", "cIoU", "gIoU", "P@0.5", "missing", "failed / skipped"],
+        ["task", "masks", "objects", "cIoU", "cIoU 95% CI", "gIoU", "P@0.5", "missing", "failed / skipped"],
         _res_rows,
     ),
     (
@@ -126,6 +149,7 @@ SECTIONS: list[tuple[str, str, list[str], Callable[[str, dict], list[list[Any]]]
             "masks",
             "segments",
             "all",
+            "all 95% CI",
             "thing",
             "stuff",
             "singular",

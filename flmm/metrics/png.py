@@ -30,6 +30,7 @@ import numpy as np
 
 from flmm.errors import InputError
 from flmm.metrics.base import Accumulator, as_mask, safe_ratio
+from flmm.metrics.bootstrap import mean_ci
 from flmm.metrics.segmentation import intersection_union, iou_from_counts
 
 GROUPS: tuple[str, ...] = ("all", "thing", "stuff", "singular", "plural")
@@ -60,9 +61,14 @@ def average_recall(ious: Sequence[float] | np.ndarray) -> float:
     arr = _check_ious(ious)
     if arr.size == 0:
         return float("nan")
+    return float(recall_contributions(arr).mean())
+
+
+def recall_contributions(ious: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Each segment's share of the average recall: the threshold steps its IoU reaches, so that
+    :func:`average_recall` is their mean (and a bootstrap interval of it is one of a mean)."""
     starts, cum = _reference_grid()
-    reached = np.searchsorted(starts, arr, side="right")
-    return float(cum[reached].mean())
+    return cum[np.searchsorted(starts, _check_ious(ious), side="right")]
 
 
 def recall_curve(
@@ -89,8 +95,9 @@ class PngAccumulator(Accumulator):
         empty_iou: IoU of an empty prediction on an empty ground truth (see module doc).
 
     ``compute()`` keys: ``average_recall`` (all segments), ``average_recall_<group>`` for thing, stuff,
-    singular, plural; ``recall@0.5`` and ``recall@0.5_<group>``; ``mean_iou``; ``count`` and
-    ``count_<group>``; ``missing``. Per-segment IoUs are kept (8 bytes each) to allow the exact integral
+    singular, plural, each with ``..._ci95`` (``[low, high]`` bootstrap interval over segments,
+    :mod:`flmm.metrics.bootstrap`; None below two segments); ``recall@0.5`` and ``recall@0.5_<group>``;
+    ``mean_iou``; ``count`` and ``count_<group>``; ``missing``. Per-segment IoUs are kept (8 bytes each) to allow the exact integral
     and the curve (:meth:`curve`).
     """
 
@@ -181,6 +188,8 @@ class PngAccumulator(Accumulator):
             ious = self.group_ious(group)
             suffix = "" if group == "all" else f"_{group}"
             out[f"average_recall{suffix}"] = average_recall(ious)
+            ci = mean_ci(np.sort(recall_contributions(ious)))  # sorted: the same in any order
+            out[f"average_recall{suffix}_ci95"] = None if ci is None else list(ci)
             out[f"recall@0.5{suffix}"] = safe_ratio(int(np.count_nonzero(ious > 0.5)), ious.size)
             out[f"count{suffix}"] = int(ious.size)
         all_ious = self.group_ious("all")

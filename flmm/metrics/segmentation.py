@@ -32,6 +32,7 @@ import numpy as np
 
 from flmm.errors import InputError
 from flmm.metrics.base import Accumulator, as_mask, check_same_shape, safe_ratio
+from flmm.metrics.bootstrap import mean_ci, ratio_ci
 
 DEFAULT_PRECISION_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -103,7 +104,8 @@ class ResAccumulator(Accumulator):
 
     ``compute()`` keys: ``ciou``, ``giou``, ``precision@<t>`` for each threshold, ``count`` (objects),
     ``missing`` (objects evaluated without a prediction), ``empty_gt`` (objects whose ground truth is
-    empty), ``intersection`` and ``union`` (pixel sums).
+    empty), ``intersection`` and ``union`` (pixel sums), ``ciou_ci95`` and ``giou_ci95`` (``[low, high]``
+    bootstrap intervals over objects, :mod:`flmm.metrics.bootstrap`; None below two objects).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class ResAccumulator(Accumulator):
             "missing": 0,
             "empty_gt": 0,
             "hits": [0] * len(self.thresholds),
+            "objects": [],  # [intersection, union, iou] per object, for the intervals
             "thresholds": list(self.thresholds),
             "empty_iou": self.empty_iou,
         }
@@ -156,6 +159,7 @@ class ResAccumulator(Accumulator):
         s["empty_gt"] += int(not g.any())
         for k, t in enumerate(self.thresholds):
             s["hits"][k] += int(iou >= t)
+        s.setdefault("objects", []).append([inter, union, iou])
         return iou
 
     def _merge_state(self, other: dict[str, Any]) -> None:
@@ -167,6 +171,7 @@ class ResAccumulator(Accumulator):
         for key in ("intersection", "union", "iou_sum", "count", "missing", "empty_gt"):
             s[key] += other[key]
         s["hits"] = [a + b for a, b in zip(s["hits"], other["hits"])]
+        s.setdefault("objects", []).extend(other.get("objects", []))
 
     def compute(self) -> dict[str, Any]:
         s = self._state
@@ -186,6 +191,13 @@ class ResAccumulator(Accumulator):
             intersection=s["intersection"],
             union=s["union"],
         )
+        objects = np.asarray(s.get("objects", []), dtype=np.float64).reshape(-1, 3)
+        objects = objects[np.lexsort(objects.T[::-1])]  # the same interval in any order (merged shards)
+        complete = len(objects) == n  # a state saved before the intervals existed has no objects
+        ciou_ci = ratio_ci(objects[:, 0], objects[:, 1]) if complete else None
+        giou_ci = mean_ci(objects[:, 2]) if complete else None
+        out["ciou_ci95"] = None if ciou_ci is None else list(ciou_ci)
+        out["giou_ci95"] = None if giou_ci is None else list(giou_ci)
         return out
 
 
