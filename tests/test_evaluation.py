@@ -241,6 +241,10 @@ def test_outputs_written(tmp_path, specs):
     table = (tmp_path / "table.md").read_text()
     assert "### Referring segmentation" in table and "### Narrative grounding" in table
     assert "| res/shapes-res/test | refined |" in table
+    objects = json.loads((tmp_path / "objects.json").read_text())  # what flmm.evaluation.paired compares
+    m = res["tasks"]["res/shapes-res/test"]["metrics"]["refined"]
+    assert len(objects["res/shapes-res/test"]["mask"]["ids"]) == m["count"]
+    assert set(objects) == {"res/shapes-res/test", "narrative/shapes-narrative/test"}
 
 
 def test_benchmark_options_are_checked(tmp_path):

@@ -54,3 +54,21 @@ def test_accumulators_report_intervals_around_their_scores():
     one = ResAccumulator()
     one.update(np.ones((4, 4), bool), np.ones((4, 4), bool))
     assert one.compute()["ciou_ci95"] is None
+
+
+def test_paired_interval_sees_a_small_consistent_gain_that_separate_intervals_miss():
+    from flmm.metrics.bootstrap import paired_ratio_diff_ci
+
+    rng = np.random.default_rng(3)
+    union = rng.integers(100, 400, 200).astype(float)
+    hard = rng.uniform(0, 1, 200)  # object difficulty, shared by both models
+    inter_b = union * hard
+    inter_a = np.minimum(union, inter_b + 0.03 * union)  # A: 3 points better on every object
+    lo, hi = paired_ratio_diff_ci((inter_a, union), (inter_b, union))
+    assert 0 < lo < 0.03 < hi < 0.04
+    ci_a, ci_b = ratio_ci(inter_a, union), ratio_ci(inter_b, union)
+    assert ci_a is not None and ci_b is not None and ci_a[0] < ci_b[1]  # separate intervals overlap
+    same = paired_ratio_diff_ci((inter_b, union), (inter_b, union))
+    assert same == (0.0, 0.0)
+    with pytest.raises(InputError, match="differ in number"):
+        paired_ratio_diff_ci((inter_a, union), (inter_b[:5], union[:5]))

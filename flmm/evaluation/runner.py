@@ -185,9 +185,11 @@ def summarize(
 def write_outputs(
     results: dict[str, Any], states: Sequence[TaskState], out_dir: str | os.PathLike
 ) -> dict[str, str]:
-    """Write ``results.json``, ``table.md`` and (when there are cases) ``cases.png`` under ``out_dir``;
-    returns their paths by kind."""
+    """Write ``results.json``, ``table.md``, (when there are cases) ``cases.png`` and (for RES and
+    narrative tasks) ``objects.json``, the per-object scores :mod:`flmm.evaluation.paired` compares,
+    under ``out_dir``; returns their paths by kind."""
     from flmm.evaluation.cases import draw_cases
+    from flmm.evaluation.paired import per_object_scores
     from flmm.evaluation.report import markdown_table
 
     out = Path(out_dir)
@@ -197,6 +199,10 @@ def write_outputs(
     if picture is not None:
         files["cases"] = str(out / "cases.png")
         picture.save(files["cases"])
+    objects = per_object_scores(states)
+    if objects:  # what `python -m flmm.evaluation.paired` compares between two runs
+        files["objects"] = str(out / "objects.json")
+        (out / "objects.json").write_text(json.dumps(_json_safe(objects)) + "\n")
     results["files"] = files
     (out / "table.md").write_text(markdown_table(results) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

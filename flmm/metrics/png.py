@@ -106,7 +106,14 @@ class PngAccumulator(Accumulator):
         super().__init__()
 
     def _initial_state(self) -> dict[str, Any]:
-        return {"ious": [], "is_thing": [], "is_plural": [], "missing": 0, "empty_iou": self.empty_iou}
+        return {
+            "ious": [],
+            "segment_ids": [],  # sample ids (None when not given), to pair two models' segments
+            "is_thing": [],
+            "is_plural": [],
+            "missing": 0,
+            "empty_iou": self.empty_iou,
+        }
 
     def update(
         self,
@@ -147,6 +154,7 @@ class PngAccumulator(Accumulator):
         self._register_id(sample_id)
         s = self._state
         s["ious"].append(float(iou))
+        s["segment_ids"].append(sample_id)
         s["is_thing"].append(bool(is_thing))
         s["is_plural"].append(bool(is_plural))
         s["missing"] += int(missing)
@@ -156,9 +164,20 @@ class PngAccumulator(Accumulator):
         if float(other["empty_iou"]) != self.empty_iou:
             raise InputError("cannot merge PNG accumulators with different empty_iou.")
         s = self._state
-        for key in ("ious", "is_thing", "is_plural"):
+        for key in ("ious", "segment_ids", "is_thing", "is_plural"):
             s[key].extend(other[key])
         s["missing"] += other["missing"]
+
+    def per_object(self) -> dict[str, list]:
+        """``{"ids", "iou", "is_thing", "is_plural"}``: one entry per segment, in the order seen (what
+        :mod:`flmm.evaluation.paired` matches between two models)."""
+        s = self._state
+        return {
+            "ids": list(s["segment_ids"]),
+            "iou": list(s["ious"]),
+            "is_thing": list(s["is_thing"]),
+            "is_plural": list(s["is_plural"]),
+        }
 
     def group_ious(self, group: str = "all") -> np.ndarray:
         """Per-segment IoUs of one group (``all``, ``thing``, ``stuff``, ``singular``, ``plural``)."""

@@ -125,6 +125,7 @@ class ResAccumulator(Accumulator):
             "empty_gt": 0,
             "hits": [0] * len(self.thresholds),
             "objects": [],  # [intersection, union, iou] per object, for the intervals
+            "object_ids": [],  # their sample ids (None when not given), to pair two models' objects
             "thresholds": list(self.thresholds),
             "empty_iou": self.empty_iou,
         }
@@ -159,7 +160,8 @@ class ResAccumulator(Accumulator):
         s["empty_gt"] += int(not g.any())
         for k, t in enumerate(self.thresholds):
             s["hits"][k] += int(iou >= t)
-        s.setdefault("objects", []).append([inter, union, iou])
+        s["objects"].append([inter, union, iou])
+        s["object_ids"].append(sample_id)
         return iou
 
     def _merge_state(self, other: dict[str, Any]) -> None:
@@ -171,7 +173,19 @@ class ResAccumulator(Accumulator):
         for key in ("intersection", "union", "iou_sum", "count", "missing", "empty_gt"):
             s[key] += other[key]
         s["hits"] = [a + b for a, b in zip(s["hits"], other["hits"])]
-        s.setdefault("objects", []).extend(other.get("objects", []))
+        s["objects"].extend(other["objects"])
+        s["object_ids"].extend(other["object_ids"])
+
+    def per_object(self) -> dict[str, list]:
+        """``{"ids", "intersection", "union", "iou"}``: one entry per object, in the order seen (what
+        :mod:`flmm.evaluation.paired` matches between two models)."""
+        objects = self._state["objects"]
+        return {
+            "ids": list(self._state["object_ids"]),
+            "intersection": [o[0] for o in objects],
+            "union": [o[1] for o in objects],
+            "iou": [o[2] for o in objects],
+        }
 
     def compute(self) -> dict[str, Any]:
         s = self._state
@@ -191,11 +205,9 @@ class ResAccumulator(Accumulator):
             intersection=s["intersection"],
             union=s["union"],
         )
-        objects = np.asarray(s.get("objects", []), dtype=np.float64).reshape(-1, 3)
+        objects = np.asarray(s["objects"], dtype=np.float64).reshape(-1, 3)
         objects = objects[np.lexsort(objects.T[::-1])]  # the same interval in any order (merged shards)
-        complete = len(objects) == n  # a state saved before the intervals existed has no objects
-        ciou_ci = ratio_ci(objects[:, 0], objects[:, 1]) if complete else None
-        giou_ci = mean_ci(objects[:, 2]) if complete else None
+        ciou_ci, giou_ci = ratio_ci(objects[:, 0], objects[:, 1]), mean_ci(objects[:, 2])
         out["ciou_ci95"] = None if ciou_ci is None else list(ciou_ci)
         out["giou_ci95"] = None if giou_ci is None else list(giou_ci)
         return out
