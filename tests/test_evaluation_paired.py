@@ -47,6 +47,10 @@ def test_two_runs_are_compared_object_by_object(tmp_path, capsys):
     assert rows[("narrative/toy", "mask")]["diff"] > 0
     assert compare_runs(a, a)[0]["diff_ci95"] == [0.0, 0.0]
     assert main([a, b]) == 0 and "| res/toy | mask | cIoU | 30 |" in capsys.readouterr().out
+    from flmm.cli.main import main as flmm
+
+    assert flmm(["compare", a, str(tmp_path / "nowhere")]) == 1  # a clear error, no traceback
+    assert "objects.json" in capsys.readouterr().err
 
 
 def test_runs_that_cannot_be_paired_are_refused(tmp_path):

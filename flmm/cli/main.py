@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "serve": "flmm.cli.serve",
     "train": "flmm.cli.train",
     "eval": "flmm.cli.eval",
+    "compare": "flmm.cli.compare",
 }
 
 
