@@ -196,7 +196,7 @@ def test_cli_prints_json(grounder, monkeypatch, capsys, tmp_path):
     torch.manual_seed(0)
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["benchmark"] == "shapes" and set(out["files"]) == {"json", "table", "cases"}
+    assert out["benchmark"] == "shapes" and set(out["files"]) == {"json", "table", "cases", "objects"}
     assert out["tasks"]["res/shapes-res/test"]["metrics"]["refined"]["count"] == 1
     assert (tmp_path / "table.md").read_text().startswith("## flmm eval: shapes (f-lmm)")
     assert main(["eval", "refcoco", "--no-progress"]) == 1  # no --data-root: a clear error, exit 1
