@@ -65,3 +65,6 @@ def test_runs_that_cannot_be_paired_are_refused(tmp_path):
     (other / "objects.json").write_text(json.dumps(data))
     with pytest.raises(InputError, match="share 0 objects"):
         compare_runs(a, other)
+    (other / "objects.json").write_text("{not json")
+    with pytest.raises(InputError, match="not an objects.json"):
+        compare_runs(a, other)

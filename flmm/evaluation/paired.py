@@ -62,7 +62,14 @@ def _load(run: str | Path) -> dict[str, Any]:
     path = Path(run) / "objects.json" if Path(run).is_dir() else Path(run)
     if not path.is_file():
         raise InputError(f"{path} not found: pass an `flmm eval --out` folder (its objects.json)")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+        ok = isinstance(data, dict) and all(t.get("kind") in PAIRED_KINDS for t in data.values())
+    except (ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise InputError(f"{path} is not an objects.json written by `flmm eval`; re-run the evaluation")
+    return data
 
 
 def _key(sample_id: Any) -> str:
