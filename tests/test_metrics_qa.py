@@ -41,7 +41,13 @@ def test_exact_match_accumulator_merge_and_missing():
     a.update("yes", "Yes", sample_id="q1")
     b.update(None, "no", sample_id="q2")
     a.merge(json.loads(json.dumps(b.state_dict())))
-    assert a.compute() == {"accuracy": 0.5, "correct": 1, "count": 2, "missing": 1}
+    assert a.compute() == {
+        "accuracy": 0.5,
+        "accuracy_ci95": [0.0, 1.0],
+        "correct": 1,
+        "count": 2,
+        "missing": 1,
+    }
     with pytest.raises(InputError):
         a.merge(ResAccumulator())
     with pytest.raises(InputError):

@@ -2,7 +2,7 @@
 
 One table per kind of task, one row per task (dataset/split). Scores are shown in percent with one
 decimal, as in the paper's tables; ``-`` marks a value that is undefined (a ratio over nothing). RES
-cIoU and narrative average recall come with a 95 % bootstrap interval over objects
+cIoU, narrative average recall and QA accuracy come with a 95 % bootstrap interval over objects
 (:mod:`flmm.metrics.bootstrap`): a difference between two models well inside it is not a finding.
 """
 
@@ -116,7 +116,7 @@ def _gcg_rows(name: str, t: dict[str, Any]) -> list[list[Any]]:
 
 def _qa_rows(name: str, t: dict[str, Any]) -> list[list[Any]]:
     if t.get("preserved") is None:
-        return [[name, "-", "-", "-", "-", t.get("note", "not run")]]
+        return [[name, "-", "-", "-", "-", "-", t.get("note", "not run")]]
     m = t["metrics"]
     ident = m["identical"]
     verdict = (
@@ -127,6 +127,7 @@ def _qa_rows(name: str, t: dict[str, Any]) -> list[list[Any]]:
             name,
             m["bare"]["count"],
             pct(m["bare"]["accuracy"]),
+            interval(m["bare"].get("accuracy_ci95")),
             pct(m["flmm"]["accuracy"]),
             f"{ident['identical']}/{ident['count']}",
             verdict,
@@ -190,7 +191,7 @@ SECTIONS: list[tuple[str, str, list[str], Callable[[str, dict], list[list[Any]]]
     (
         "Chat preservation (QA exact match)",
         "qa",
-        ["task", "questions", "bare LMM acc", "flmm acc", "identical generations", "preserved"],
+        ["task", "questions", "bare LMM acc", "acc 95% CI", "flmm acc", "identical generations", "preserved"],
         _qa_rows,
     ),
 ]

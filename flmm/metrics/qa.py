@@ -12,8 +12,11 @@ import string
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import numpy as np
+
 from flmm.errors import InputError
 from flmm.metrics.base import Accumulator, safe_ratio
+from flmm.metrics.bootstrap import mean_ci
 
 _PUNCT_RE = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -42,8 +45,9 @@ def exact_match(prediction: str, references: str | Sequence[str], drop_articles:
 
 
 class ExactMatchAccumulator(Accumulator):
-    """Streaming QA accuracy. ``compute()`` keys: ``accuracy`` (fraction), ``correct``, ``count``,
-    ``missing`` (questions without an answer, counted wrong)."""
+    """Streaming QA accuracy. ``compute()`` keys: ``accuracy`` (fraction), ``accuracy_ci95`` (``[low,
+    high]`` bootstrap interval over questions, :mod:`flmm.metrics.bootstrap`; None below two), ``correct``,
+    ``count``, ``missing`` (questions without an answer, counted wrong)."""
 
     def __init__(self, drop_articles: bool = False) -> None:
         self.drop_articles = drop_articles
@@ -72,8 +76,11 @@ class ExactMatchAccumulator(Accumulator):
 
     def compute(self) -> dict[str, Any]:
         s = self._state
+        hits = np.r_[np.ones(s["correct"]), np.zeros(s["count"] - s["correct"])]  # order does not matter
+        ci = mean_ci(hits)
         return {
             "accuracy": safe_ratio(s["correct"], s["count"]),
+            "accuracy_ci95": None if ci is None else list(ci),
             "correct": s["correct"],
             "count": s["count"],
             "missing": s["missing"],
