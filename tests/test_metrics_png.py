@@ -1,5 +1,7 @@
 """PNG average recall: hand-computed integrals and a brute-force copy of the reference formula."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -65,9 +67,11 @@ def test_masks_missing_and_merge():
     a, b = PngAccumulator(), PngAccumulator()
     assert a.update(pred, gt, is_thing=True, is_plural=False, sample_id=(1, 0)) == pytest.approx(0.5)
     assert b.update(None, gt, is_thing=False, is_plural=True, sample_id=(1, 1)) == 0.0
-    a.merge(b.state_dict())
+    a.merge(json.loads(json.dumps(b.state_dict())))  # as shards travel between processes
     out = a.compute()
     assert out["missing"] == 1 and out["count"] == 2
+    # each segment keeps its own sample id (what flmm compare pairs), not the registry of seen ids
+    assert a.per_object()["ids"] == [(1, 0), [1, 1]] and a.per_object()["iou"] == [0.5, 0.0]
     assert out["average_recall"] == pytest.approx(reference_average_recall([0.5, 0.0]), abs=1e-12)
     with pytest.raises(InputError):
         a.update(pred[:2], gt, is_thing=True, is_plural=False)
