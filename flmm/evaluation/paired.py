@@ -48,12 +48,14 @@ def per_object_scores(states: Sequence[TaskState]) -> dict[str, Any]:
         factories = accumulator_factories(state.kind)
         entry: dict[str, Any] = {"kind": state.kind}
         for stage in STAGES:
-            if stage in state.accumulators:
-                acc = factories[stage]()
-                acc.load_state_dict(state.accumulators[stage])
-                scores = acc.per_object()  # type: ignore[attr-defined]
-                if len(scores["ids"]) > acc.state_dict()["missing"]:  # a stage the method provides
-                    entry[stage] = scores
+            acc_state = state.accumulators.get(stage)
+            if acc_state is None:
+                continue
+            acc = factories[stage]()
+            acc.load_state_dict(acc_state)
+            scores = acc.per_object()  # type: ignore[attr-defined]
+            if len(scores["ids"]) > acc_state["missing"]:  # a stage the method provides
+                entry[stage] = scores
         out[state.task] = entry
     return out
 

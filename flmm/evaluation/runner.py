@@ -200,7 +200,7 @@ def write_outputs(
         files["cases"] = str(out / "cases.png")
         picture.save(files["cases"])
     objects = per_object_scores(states)
-    if objects:  # what `python -m flmm.evaluation.paired` compares between two runs
+    if objects:  # what `flmm compare` pairs between two runs
         files["objects"] = str(out / "objects.json")
         (out / "objects.json").write_text(json.dumps(_json_safe(objects)) + "\n")
     results["files"] = files

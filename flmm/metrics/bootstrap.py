@@ -3,7 +3,8 @@
 A score on a few hundred objects moves by a point or more between two heads of one recipe; the
 interval says how far the same model's score would move on another draw of objects like these. The
 objects of a split are resampled with replacement (``resamples`` times, fixed ``seed``: the same
-numbers in every run) and the percentile interval of the score is returned. Objects of one image are
+numbers in every run, whatever the order of the objects: merged shards give what one pass gives) and
+the percentile interval of the score is returned. Objects of one image are
 not independent, so for splits with several objects per image the interval is a lower bound of the
 uncertainty.
 """
@@ -18,38 +19,54 @@ from flmm.errors import InputError
 
 #: resamples of every interval (the percentile points of 2000 resamples move by ~0.1 point)
 RESAMPLES = 2000
-
-
 #: indices drawn at once (32 MB): a RefCOCO split of ~10k objects is resampled in chunks of ~400
 CHUNK = 4_000_000
 
 
-def _resampled(n: int, resamples: int, seed: int, stat: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``stat`` of ``resamples`` draws of ``n`` object indices with replacement: ``stat`` maps a
-    ``(k, n)`` index array to ``k`` scores; the draws come in chunks so that memory stays bounded."""
-    if resamples < 1:
-        raise InputError(f"resamples must be >= 1, got {resamples}")
-    rng = np.random.default_rng(seed)
-    per = max(1, CHUNK // n)
-    parts = [stat(rng.integers(0, n, size=(min(per, resamples - i), n))) for i in range(0, resamples, per)]
-    return np.concatenate(parts)
-
-
-def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+def _interval(
+    columns: list[np.ndarray], score: Callable[..., np.ndarray], level: float, resamples: int, seed: int
+) -> tuple[float, float] | None:
+    """Percentile interval of ``score(*resampled columns)`` over ``resamples`` draws of the objects (rows
+    of the equal-length 1-D ``columns``) with replacement; ``score`` maps ``(k, n)`` arrays to ``k``
+    scores. The rows are sorted first, so the interval does not depend on their order. None below two
+    objects."""
     if not 0.0 < level < 1.0:
         raise InputError(f"level must be in (0, 1), got {level}")
-    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    if resamples < 1:
+        raise InputError(f"resamples must be >= 1, got {resamples}")
+    n = columns[0].size
+    if any(c.size != n for c in columns):
+        raise InputError(
+            f"per-object numerators and denominators differ in number: {[c.size for c in columns]}"
+        )
+    if n < 2:
+        return None
+    order = np.lexsort(columns[::-1])
+    columns = [c[order] for c in columns]
+    rng = np.random.default_rng(seed)
+    per = max(1, CHUNK // n)  # draws come in chunks so that memory stays bounded
+    scores = [
+        score(*(c[idx] for c in columns))
+        for idx in (rng.integers(0, n, size=(min(per, resamples - i), n)) for i in range(0, resamples, per))
+    ]
+    lo, hi = np.quantile(np.concatenate(scores), [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def _flat(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    sums_num, sums_den = num.sum(axis=1), den.sum(axis=1)
+    return np.divide(sums_num, sums_den, out=np.zeros_like(sums_num), where=sums_den > 0)
 
 
 def mean_ci(
     values: np.ndarray | list[float], level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
 ) -> tuple[float, float] | None:
     """Interval of the mean of per-object ``values`` (1-D); None for fewer than two objects."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    if v.size < 2:
-        return None
-    return _interval(_resampled(v.size, resamples, seed, lambda idx: v[idx].mean(axis=1)), level)
+    return _interval([_flat(values)], lambda v: v.mean(axis=1), level, resamples, seed)
 
 
 def ratio_ci(
@@ -61,18 +78,7 @@ def ratio_ci(
 ) -> tuple[float, float] | None:
     """Interval of ``sum(numerators) / sum(denominators)`` over objects (cIoU: intersections over unions);
     None for fewer than two objects. A resample whose denominators sum to 0 scores 0."""
-    num = np.asarray(numerators, dtype=np.float64).reshape(-1)
-    den = np.asarray(denominators, dtype=np.float64).reshape(-1)
-    if num.shape != den.shape:
-        raise InputError(f"{num.size} numerators for {den.size} denominators")
-    if num.size < 2:
-        return None
-    return _interval(_resampled(num.size, resamples, seed, lambda idx: _ratios(num, den, idx)), level)
-
-
-def _ratios(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    sums_num, sums_den = num[idx].sum(axis=1), den[idx].sum(axis=1)
-    return np.divide(sums_num, sums_den, out=np.zeros_like(sums_num), where=sums_den > 0)
+    return _interval([_flat(numerators), _flat(denominators)], _ratio, level, resamples, seed)
 
 
 def paired_ratio_diff_ci(
@@ -86,10 +92,5 @@ def paired_ratio_diff_ci(
     ``(numerators, denominators)`` aligned object by object). Each resample draws the same objects for
     both, so what an object's difficulty does to both scores cancels: far narrower than two separate
     intervals. None for fewer than two objects."""
-    na, da, nb, db = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (*a, *b))
-    if not na.size == da.size == nb.size == db.size:
-        raise InputError(f"paired objects differ in number: {na.size}, {da.size}, {nb.size}, {db.size}")
-    if na.size < 2:
-        return None
-    diffs = _resampled(na.size, resamples, seed, lambda idx: _ratios(na, da, idx) - _ratios(nb, db, idx))
-    return _interval(diffs, level)
+    columns = [_flat(x) for x in (*a, *b)]
+    return _interval(columns, lambda na, da, nb, db: _ratio(na, da) - _ratio(nb, db), level, resamples, seed)

@@ -207,7 +207,7 @@ class PngAccumulator(Accumulator):
             ious = self.group_ious(group)
             suffix = "" if group == "all" else f"_{group}"
             out[f"average_recall{suffix}"] = average_recall(ious)
-            ci = mean_ci(np.sort(recall_contributions(ious)))  # sorted: the same in any order
+            ci = mean_ci(recall_contributions(ious))
             out[f"average_recall{suffix}_ci95"] = None if ci is None else list(ci)
             out[f"recall@0.5{suffix}"] = safe_ratio(int(np.count_nonzero(ious > 0.5)), ious.size)
             out[f"count{suffix}"] = int(ious.size)

@@ -25,6 +25,7 @@ label 255 pixels) excluded from both; it is the same computation, see :class:`Re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -117,15 +118,10 @@ class ResAccumulator(Accumulator):
 
     def _initial_state(self) -> dict[str, Any]:
         return {
-            "intersection": 0,
-            "union": 0,
-            "iou_sum": 0.0,
-            "count": 0,
+            "objects": [],  # [intersection, union, iou] per object: every score derives from them
+            "object_ids": [],  # their sample ids (None when not given), to pair two models' objects
             "missing": 0,
             "empty_gt": 0,
-            "hits": [0] * len(self.thresholds),
-            "objects": [],  # [intersection, union, iou] per object, for the intervals
-            "object_ids": [],  # their sample ids (None when not given), to pair two models' objects
             "thresholds": list(self.thresholds),
             "empty_iou": self.empty_iou,
         }
@@ -152,16 +148,10 @@ class ResAccumulator(Accumulator):
             iou = iou_from_counts(inter, union, self.empty_iou)
         self._register_id(sample_id)
         s = self._state
-        s["intersection"] += inter
-        s["union"] += union
-        s["iou_sum"] += iou
-        s["count"] += 1
-        s["missing"] += int(pred is None)
-        s["empty_gt"] += int(not g.any())
-        for k, t in enumerate(self.thresholds):
-            s["hits"][k] += int(iou >= t)
         s["objects"].append([inter, union, iou])
         s["object_ids"].append(sample_id)
+        s["missing"] += int(pred is None)
+        s["empty_gt"] += int(not g.any())
         return iou
 
     def _merge_state(self, other: dict[str, Any]) -> None:
@@ -170,11 +160,10 @@ class ResAccumulator(Accumulator):
         ) != float(self.empty_iou):
             raise InputError("cannot merge RES accumulators with different thresholds or empty_iou.")
         s = self._state
-        for key in ("intersection", "union", "iou_sum", "count", "missing", "empty_gt"):
+        for key in ("objects", "object_ids"):
+            s[key].extend(other[key])
+        for key in ("missing", "empty_gt"):
             s[key] += other[key]
-        s["hits"] = [a + b for a, b in zip(s["hits"], other["hits"])]
-        s["objects"].extend(other["objects"])
-        s["object_ids"].extend(other["object_ids"])
 
     def per_object(self) -> dict[str, list]:
         """``{"ids", "intersection", "union", "iou"}``: one entry per object, in the order seen (what
@@ -189,24 +178,20 @@ class ResAccumulator(Accumulator):
 
     def compute(self) -> dict[str, Any]:
         s = self._state
-        n = s["count"]
-        if s["union"] > 0:
-            ciou = s["intersection"] / s["union"]
+        n = len(s["objects"])
+        inter, union = sum(o[0] for o in s["objects"]), sum(o[1] for o in s["objects"])
+        ious = [o[2] for o in s["objects"]]
+        if union > 0:
+            ciou = inter / union
         else:
             # every object was an empty-vs-empty pair (or nothing was seen)
             ciou = self.empty_iou if n and not s["missing"] else safe_ratio(0, n)
-        out: dict[str, Any] = {"ciou": float(ciou), "giou": safe_ratio(s["iou_sum"], n)}
-        for t, hits in zip(self.thresholds, s["hits"]):
-            out[f"precision@{t:g}"] = safe_ratio(hits, n)
-        out.update(
-            count=n,
-            missing=s["missing"],
-            empty_gt=s["empty_gt"],
-            intersection=s["intersection"],
-            union=s["union"],
-        )
+        # fsum: the same gIoU whatever the order of the objects (merged shards)
+        out: dict[str, Any] = {"ciou": float(ciou), "giou": safe_ratio(math.fsum(ious), n)}
+        for t in self.thresholds:
+            out[f"precision@{t:g}"] = safe_ratio(sum(iou >= t for iou in ious), n)
+        out.update(count=n, missing=s["missing"], empty_gt=s["empty_gt"], intersection=inter, union=union)
         objects = np.asarray(s["objects"], dtype=np.float64).reshape(-1, 3)
-        objects = objects[np.lexsort(objects.T[::-1])]  # the same interval in any order (merged shards)
         ciou_ci, giou_ci = ratio_ci(objects[:, 0], objects[:, 1]), mean_ci(objects[:, 2])
         out["ciou_ci95"] = None if ciou_ci is None else list(ciou_ci)
         out["giou_ci95"] = None if giou_ci is None else list(giou_ci)

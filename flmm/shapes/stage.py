@@ -29,6 +29,9 @@ from flmm.train import TrainConfig, Trainer, TrainResult
 from flmm.train.cores import claim_idle_cores
 from flmm.train.precision import training_device
 
+#: the ``--precision`` choices of every shapes stage
+STAGE_PRECISIONS = ("auto", "no", "bf16")
+
 
 def add_loop_args(p: argparse.ArgumentParser, defaults: TrainConfig, batch_help: str | None = None) -> None:
     """Add ``--out --steps --batch-size --lr --warmup --minutes --eval-every --precision --seed --threads --workers --resume``
@@ -55,7 +58,7 @@ def add_loop_args(p: argparse.ArgumentParser, defaults: TrainConfig, batch_help:
     p.add_argument(
         "--precision",
         default=defaults.mixed_precision,
-        choices=("auto", "no", "bf16"),
+        choices=STAGE_PRECISIONS,
         help="autocast: auto = bf16 where the hardware does it natively, else fp32",
     )
     p.add_argument("--seed", type=int, default=defaults.seed)

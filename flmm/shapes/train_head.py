@@ -33,7 +33,7 @@ from flmm.head.config import HeadConfig
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
 from flmm.recipes.head import train_head
-from flmm.shapes.stage import main_process_alone, process_state, split_batch
+from flmm.shapes.stage import STAGE_PRECISIONS, main_process_alone, process_state, split_batch
 from flmm.train import TrainConfig
 
 log = logging.getLogger("flmm.shapes")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--precision",
-        choices=("auto", "no", "bf16"),
+        choices=STAGE_PRECISIONS,
         default=d.mixed_precision,
         help="autocast of the head's training steps: auto = bf16 where the CPU/GPU computes it natively",
     )
