@@ -24,6 +24,18 @@ def test_found_is_the_most_overlapped_thing():
     assert not found(np.zeros((8, 8), bool), things, (0, 1, 2))  # an empty mask finds nothing
 
 
+def test_covers_several_counts_things_more_than_half_covered():
+    things = np.zeros((3, 8, 8), bool)
+    things[0, :4, :4], things[1, :4, 4:], things[2, 4:, :] = True, True, True
+    several = _example().covers_several
+    mask = np.zeros((8, 8), bool)
+    mask[:4, 1:7] = True  # 12 of thing 0's 16 pixels, 12 of thing 1's 16
+    assert several(mask, things)
+    mask[:4, 5:7] = False  # thing 1: 4 of 16
+    assert not several(mask, things)
+    assert not several(np.zeros((8, 8), bool), things)
+
+
 def test_kinds_add_up_to_the_evaluation_of_the_same_scenes(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     module = _example()
@@ -31,6 +43,7 @@ def test_kinds_add_up_to_the_evaluation_of_the_same_scenes(monkeypatch, tmp_path
     by_kind = module.res_by_kind(build_grounder("f-lmm", parts.lmm, parts.head), n=2)
     assert {k for k, _ in by_kind} <= {"attribute", "location", "relation"}
     assert all(0.0 <= m["found"] <= 1.0 for m in by_kind.values())
+    assert all(0.0 <= m["several"] <= 1.0 for (kind, _), m in by_kind.items() if kind != "attribute")
 
     grounder = build_grounder("f-lmm", parts.lmm, parts.head)
     results = evaluate("shapes", grounder, n=2, tasks="res", out_dir=str(tmp_path))

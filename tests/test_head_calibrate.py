@@ -71,7 +71,7 @@ def test_head_stage_stores_the_calibrated_threshold(tmp_path):
     assert (saved["decoder_width"], saved["decoder_cue_width"], saved["canvas_size"]) == (8, 4, 32)
     shipped = json.loads(SHIPPED_HEAD_CONFIG.read_text())
     defaults = HeadStageConfig()
-    for key in ("decoder_width", "decoder_cue_width", "canvas_size"):  # stage defaults = the shipped head
+    for key in ("decoder_width", "decoder_cue_width", "part_selector", "canvas_size"):  # = the shipped head
         assert getattr(defaults, key) == shipped[key], key
 
 

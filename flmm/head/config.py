@@ -78,13 +78,15 @@ class SamIdentity:
 
 @dataclass
 class LossWeights:
-    """Weights of the five loss terms (the paper uses 1 for the four mask terms)."""
+    """Weights of the loss terms (the paper uses 1 for the four mask terms; ``selector_bce`` applies only
+    with ``HeadConfig.part_selector``)."""
 
     decoder_bce: float = 1.0
     decoder_dice: float = 1.0
     refiner_bce: float = 1.0
     refiner_dice: float = 1.0
     keyword_bce: float = 1.0
+    selector_bce: float = 1.0
 
 
 def describe_lmm(lmm: LMMIdentity) -> str:
@@ -108,6 +110,9 @@ class HeadConfig:
             phrase's hidden states (layer-mixed, projected, averaged over its tokens) modulate every
             U-Net stage, and coordinate channels join the maps (an flmm extension for phrases that pick
             a thing by its place; see :mod:`flmm.head.unet`).
+        part_selector: False (the paper) or True: a learned step between the U-Net and the refiner keeps
+            the parts of the U-Net's mask that the phrase asks for ("the LEFT-MOST square" of two
+            squares; an flmm extension, see :mod:`flmm.head.selector`).
         canvas_size: side of the square canvas the attention maps are resized (long side) and padded to.
         merge: how the maps of a multi-token phrase are combined: ``"mean"`` (paper) or ``"max"``.
         keyword_threshold: sigmoid score above which a token is a keyword.
@@ -126,6 +131,7 @@ class HeadConfig:
     sam: SamIdentity | None = None
     decoder_width: int = 64
     decoder_cue_width: int = 0
+    part_selector: bool = False
     canvas_size: int = 64
     merge: str = "mean"
     keyword_threshold: float = 0.3

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 from flmm.errors import InputError
 from flmm.head.config import LossWeights
-from flmm.head.prep import canvas_image_mask, image_masks_to_canvas
+from flmm.head.prep import CanvasBatch, canvas_image_mask, image_masks_to_canvas
 from flmm.head.sam_frame import frame_image_mask, image_masks_to_frame
+from flmm.head.selector import part_targets
 from flmm.head.types import HeadOutput
 
 
@@ -96,12 +97,16 @@ def keyword_loss(logits: Sequence[torch.Tensor], labels: Sequence[torch.Tensor])
     return F.binary_cross_entropy_with_logits(lg, lb)
 
 
-def _check_masks(gt_masks: Sequence[torch.Tensor], output: HeadOutput) -> list[torch.Tensor]:
-    num_queries = len(output.keyword_logits)
+def object_masks(
+    gt_masks: Sequence[torch.Tensor], query_index: torch.Tensor, num_queries: int
+) -> list[torch.Tensor]:
+    """Validated ground truth, one float ``(H, W)`` mask per object in batch order (``query_index (K,)``
+    says which of the ``num_queries`` queries each object came from; ``gt_masks`` holds per query
+    ``(K_i, H_i, W_i)`` bool/float masks on its image's pixels)."""
     if len(gt_masks) != num_queries:
         raise InputError(f"the batch has {num_queries} queries but {len(gt_masks)} mask tensors were given")
-    counts = torch.bincount(output.query_index.cpu(), minlength=num_queries).tolist()
-    out = []
+    counts = torch.bincount(query_index.cpu(), minlength=num_queries).tolist()
+    out: list[torch.Tensor] = []
     for i, (m, n) in enumerate(zip(gt_masks, counts)):
         m = torch.as_tensor(m)
         if m.dim() != 3 or m.shape[0] != n:
@@ -109,8 +114,21 @@ def _check_masks(gt_masks: Sequence[torch.Tensor], output: HeadOutput) -> list[t
         m = m.float()
         if m.numel() and (not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1):
             raise InputError(f"query {i}: ground-truth masks must be bool or floats in [0, 1]")
-        out.append(m)
+        out.extend(m)
     return out
+
+
+def canvas_targets(
+    canvas: CanvasBatch, per_object: Sequence[torch.Tensor], device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder targets and weights ``(K, S, S)``: the fraction of each canvas cell the object's ground truth
+    covers, and 1 on the cells that lie on the image (0 elsewhere)."""
+    s = canvas.size
+    dt, dw = [], []
+    for m, hw, geom in zip(per_object, canvas.valid_hw, canvas.geometries):
+        dt.append(image_masks_to_canvas(m.to(device), geom, hw, s))
+        dw.append(canvas_image_mask(hw, geom, s, device=device))
+    return torch.stack(dt), torch.stack(dw)
 
 
 def mask_targets(output: HeadOutput, gt_masks: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -125,19 +143,11 @@ def mask_targets(output: HeadOutput, gt_masks: Sequence[torch.Tensor]) -> dict[s
         ``decoder_targets, decoder_weights (K, S, S)``; with a refiner also
         ``refiner_targets, refiner_weights (K, R, R)``; all float32 on the logits' device.
     """
-    masks = _check_masks(gt_masks, output)
-    per_obj: list[torch.Tensor] = []
-    for m in masks:
-        per_obj.extend(m)
+    per_obj = object_masks(gt_masks, output.query_index, len(output.keyword_logits))
     dev = output.decoder_logits.device
     res: dict[str, torch.Tensor] = {}
     if output.canvas is not None:
-        s = output.canvas.size
-        dt, dw = [], []
-        for m, hw, geom in zip(per_obj, output.canvas.valid_hw, output.canvas.geometries):
-            dt.append(image_masks_to_canvas(m.to(dev), geom, hw, s))
-            dw.append(canvas_image_mask(hw, geom, s, device=dev))
-        res["decoder_targets"], res["decoder_weights"] = torch.stack(dt), torch.stack(dw)
+        res["decoder_targets"], res["decoder_weights"] = canvas_targets(output.canvas, per_obj, dev)
     if output.refiner_logits is not None and len(output.frames):
         r = output.refiner_logits.shape[-1]
         res["refiner_targets"] = torch.stack(
@@ -164,8 +174,8 @@ def compute_losses(
         weights: loss weights (default all 1).
 
     Returns:
-        dict of scalar tensors: ``decoder_bce``, ``decoder_dice``, ``refiner_bce``, ``refiner_dice``,
-        ``keyword_bce`` (those that apply) and ``loss`` (their weighted sum).
+        dict of scalar tensors: ``decoder_bce``, ``decoder_dice``, ``selector_bce``, ``refiner_bce``,
+        ``refiner_dice``, ``keyword_bce`` (those that apply) and ``loss`` (their weighted sum).
     """
     weights = weights or LossWeights()
     terms: dict[str, torch.Tensor] = {}
@@ -177,6 +187,13 @@ def compute_losses(
             terms["decoder_dice"] = dice_loss(dl, tg["decoder_targets"], tg["decoder_weights"], dice_smooth)
         else:  # no objects in this batch
             terms["decoder_bce"] = terms["decoder_dice"] = _zero_like(dl)
+        if output.parts is not None and output.part_logits is not None and "decoder_targets" in tg:
+            scored = torch.cat([pl.float() for pl in output.part_logits])
+            labels = torch.cat(part_targets(output.parts, tg["decoder_targets"]))
+            # the mean over every scored part of the batch (0 when no object's mask had two parts)
+            terms["selector_bce"] = (
+                F.binary_cross_entropy_with_logits(scored, labels) if len(scored) else _zero_like(dl)
+            )
         if "refiner_targets" in tg:
             rl = output.refiner_logits
             assert rl is not None  # refiner targets exist only when the refiner ran

@@ -21,10 +21,11 @@ from flmm.geometry import GridGeometry
 from flmm.head.config import HeadConfig, SamIdentity, describe_lmm
 from flmm.head.hub import CONFIG_NAME, MODEL_CARD, WEIGHTS_NAME, checkpoint_files, load_sam
 from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
-from flmm.head.losses import compute_losses
+from flmm.head.losses import canvas_targets, compute_losses, object_masks
 from flmm.head.prep import canvas_image_mask, canvas_logits_to_image, collate_canvases, prepare_object_maps
 from flmm.head.refiner import FROZEN_PREFIXES, SamRefiner
 from flmm.head.sam_frame import frame_image_mask, frame_logits_to_image
+from flmm.head.selector import PartSelector, find_parts, kept_parts, suppress_parts, true_parts
 from flmm.head.text_prompt import LanguageCue
 from flmm.head.types import GroundingQuery, GroundingResult, HeadOutput, ObjectFeatures
 from flmm.head.unet import UNetDecoder
@@ -79,6 +80,7 @@ class FLMMHead(
         self.decoder_cue: LanguageCue | None = None
         if config.decoder_cue_width:
             self.decoder_cue = LanguageCue(lmm.num_layers, lmm.hidden_size, config.decoder_cue_width)
+        self.part_selector = PartSelector(lmm.num_layers, lmm.hidden_size) if config.part_selector else None
         self.keyword_selector = keyword_selector or KeywordSelector(lmm.hidden_size)
         self.refiner: SamRefiner | None = None
         self.language_cue: LanguageCue | None = None
@@ -187,8 +189,14 @@ class FLMMHead(
         return self.refiner.embed_image(image)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, queries: Sequence[GroundingQuery]) -> HeadOutput:
+    def forward(
+        self, queries: Sequence[GroundingQuery], gt_masks: Sequence[torch.Tensor] | None = None
+    ) -> HeadOutput:
         """Run the head on a batch of samples (training and inference share this path).
+
+        ``gt_masks`` (per query ``(K_i, H, W)``, as :meth:`compute_losses` takes them) matters only to a head
+        with a part selector, in training: the refiner is then prompted with the parts the ground truth
+        covers (teacher forcing, see :mod:`flmm.head.selector`).
 
         Returns:
             :class:`HeadOutput` with U-Net canvas logits ``(K, S, S)``, refiner low-res logits ``(K, R, R)``
@@ -231,11 +239,28 @@ class FLMMHead(
         if self.decoder_cue is not None:  # one vector per object: the mean of its tokens' cues
             cue = torch.stack([self.decoder_cue(h).mean(0) for h in hidden])
         logits = self.decoder(batch.maps, cue)
+        parts = part_logits = selected = None
+        if self.part_selector is not None:
+            s = self.config.canvas_size
+            parts = [
+                find_parts(lg, canvas_image_mask(hw, g, s, device=lg.device))
+                for lg, hw, g in zip(logits, batch.valid_hw, batch.geometries)
+            ]
+            part_logits = self.part_selector(parts, hidden)
+            if not (self.training and torch.is_grad_enabled()):  # inference: the selector decides
+                selected = suppress_parts(logits, parts, [kept_parts(pl) for pl in part_logits])
+            elif gt_masks is not None:  # training: the ground truth decides what prompts the refiner
+                per_obj = object_masks(gt_masks, query_index, len(queries))
+                targets, _ = canvas_targets(batch, per_obj, logits.device)
+                selected = suppress_parts(logits, parts, true_parts(parts, targets))
         refined = iou = None
         frames = []
         if self.refiner is not None:
-            refined, iou, frames = self._refine(logits, batch, hidden, query_index, queries, embeddings)
-        return HeadOutput(logits, batch, refined, iou, frames, keyword_logits, query_index)
+            prompt = logits if selected is None else selected
+            refined, iou, frames = self._refine(prompt, batch, hidden, query_index, queries, embeddings)
+        return HeadOutput(
+            logits, batch, refined, iou, frames, keyword_logits, query_index, parts, part_logits, selected
+        )
 
     def _object_features(
         self, q: GroundingQuery
@@ -317,14 +342,15 @@ class FLMMHead(
             return GroundingResult(z.bool(), z, torch.zeros(0), torch.zeros(0), decoder_masks=z.bool())
         batch = out.canvas
         assert batch is not None  # there are objects
-        dec_img = torch.stack(canvas_logits_to_image(out.decoder_logits, batch.valid_hw, batch.geometries))
+        decoder_logits = out.decoder_logits if out.selected_logits is None else out.selected_logits
+        dec_img = torch.stack(canvas_logits_to_image(decoder_logits, batch.valid_hw, batch.geometries))
         on_image = torch.stack(
             [
                 canvas_image_mask(hw, g, batch.size, device=self.device)
                 for hw, g in zip(batch.valid_hw, batch.geometries)
             ]
         )
-        dec_conf = _stage_confidence(out.decoder_logits, on_image)
+        dec_conf = _stage_confidence(decoder_logits, on_image)
         if out.refiner_logits is None:
             return GroundingResult(dec_img > 0, dec_img, dec_conf, dec_conf, decoder_masks=dec_img > 0)
         r = out.refiner_logits.shape[-1]

@@ -10,6 +10,7 @@ import torch
 from flmm.geometry import GridGeometry
 from flmm.head.prep import CanvasBatch
 from flmm.head.sam_frame import SamFrame
+from flmm.head.selector import Parts
 from flmm.lmm.types import CaptureResult
 
 
@@ -67,6 +68,11 @@ class HeadOutput:
         frames: per object its :class:`SamFrame` (empty without a refiner).
         keyword_logits: per query ``(T_i,)`` keyword logits over its captured tokens.
         query_index: ``(K,)`` long, which query each object came from.
+        parts, part_logits: with a part selector, per object the parts of its U-Net mask
+            (:class:`~flmm.head.selector.Parts`) and their ``(n_k,)`` scores; else None.
+        selected_logits: with a part selector, ``decoder_logits`` with the parts not kept suppressed: what
+            prompts the refiner (at inference the selector's choice, in training the ground truth's);
+            None without a selector or in training without ground truth.
     """
 
     decoder_logits: torch.Tensor
@@ -76,6 +82,9 @@ class HeadOutput:
     frames: list[SamFrame]
     keyword_logits: list[torch.Tensor]
     query_index: torch.Tensor
+    parts: list[Parts] | None = None
+    part_logits: list[torch.Tensor] | None = None
+    selected_logits: torch.Tensor | None = None
 
     @property
     def num_objects(self) -> int:

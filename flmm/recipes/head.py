@@ -34,8 +34,8 @@ class HeadObjective(nn.Module):
 
     def forward(self, batch: Sequence[CachedSample]) -> dict[str, torch.Tensor]:
         queries = [s.to_query() for s in batch]
-        out = self.head(queries)
         masks = [s.masks for s in batch]
+        out = self.head(queries, gt_masks=masks)
         labels = [s.keyword_labels for s in batch]
         terms = self.head.compute_losses(out, masks, labels)
         terms["objects"] = torch.tensor(float(out.num_objects))

@@ -53,6 +53,7 @@ class HeadStageConfig:
     narrative_scenes: int = 1200
     decoder_width: int = 16
     decoder_cue_width: int = 64
+    part_selector: bool = True
     canvas_size: int = 64
     epochs: int = 3
     calibration_scenes: int = 60
@@ -81,6 +82,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
             sam,
             decoder_width=cfg.decoder_width,
             decoder_cue_width=cfg.decoder_cue_width,
+            part_selector=cfg.part_selector,
             canvas_size=cfg.canvas_size,
             question=SHAPES_QUESTION,
             phrase_separator=" ; ",
@@ -173,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         help="condition the U-Net on the phrase's hidden states with a cue this wide (0: the paper's plain U-Net)",
     )
     p.add_argument(
+        "--part-selector",
+        action=argparse.BooleanOptionalAction,
+        default=d.part_selector,
+        help="learn which parts of the U-Net's mask the phrase asks for before refining (--no-part-selector: the paper's head)",
+    )
+    p.add_argument(
         "--canvas-size",
         type=int,
         default=d.canvas_size,
@@ -216,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         narrative_scenes=a.narrative_scenes,
         decoder_width=a.decoder_width,
         decoder_cue_width=a.decoder_cue_width,
+        part_selector=a.part_selector,
         canvas_size=a.canvas_size,
         epochs=a.epochs,
         calibration_scenes=a.calibration_scenes,
