@@ -19,8 +19,8 @@ MODEL_CARD = """
 ---
 
 A mask head of the `flmm` library (F-LMM: grounding frozen large multimodal models). It
-holds only the trainable weights (U-Net mask decoder, language cues, keyword selector, SAM prompt encoder and
-mask decoder); `config.json` names the frozen LMM and SAM it was trained with. Load it with
+holds only the trainable weights (U-Net mask decoder, language cues, keyword selector, part selector if
+configured, SAM prompt encoder and mask decoder); `config.json` names the frozen LMM and SAM it was trained with. Load it with
 `flmm.head.FLMMHead.from_pretrained(repo_id, sam_model=SamModel.from_pretrained(<the SAM in config.json>))`.
 
 - Paper: {{ paper_url | default("[More Information Needed]", true) }}
