@@ -29,13 +29,14 @@ from flmm.lmm.types import LMMIdentity
 SIDE = 128  # shapes-world images
 
 
-def build(cue_width: int, sam: SamModel, decoder_width: int | None = None) -> FLMMHead:
-    """A head of the shipped head's sizes, with this language-cue width (and U-Net base width, if given)."""
+def build(cue_width: int, sam: SamModel, decoder_width: int | None = None, **overrides) -> FLMMHead:
+    """A head of the shipped head's sizes, with this language-cue width (and U-Net base width, if given);
+    ``overrides`` set other :class:`HeadConfig` fields (default: the paper's, e.g. no part selector)."""
     shipped = HeadConfig.load(resolve("flmm:shapes/head") + "/config.json")
     torch.manual_seed(0)
     cfg = HeadConfig.create(
         shipped.lmm, sam, decoder_width=decoder_width or shipped.decoder_width, canvas_size=shipped.canvas_size,
-        decoder_cue_width=cue_width,
+        decoder_cue_width=cue_width, **overrides,
     )  # fmt: skip
     return FLMMHead(cfg, sam_model=sam).train()
 
@@ -57,7 +58,8 @@ def batch(lmm: LMMIdentity, image_embedding: torch.Tensor, samples: int = 8, obj
 def step_seconds(head: FLMMHead, opt: torch.optim.Optimizer, data) -> float:
     t0 = time.perf_counter()
     queries, masks, labels = data
-    loss = head.compute_losses(head(queries), masks, labels)["loss"]
+    # the ground truth goes to forward too, as in training (HeadObjective): a part selector uses it
+    loss = head.compute_losses(head(queries, gt_masks=masks), masks, labels)["loss"]
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -23,7 +23,7 @@ import time
 import torch
 from transformers import SamModel
 
-from benchmarks.head_cue import SIDE, batch
+from benchmarks.head_cue import SIDE, batch, build, step_seconds
 from flmm.assets_path import resolve
 from flmm.data.shapes import ShapesRES
 from flmm.errors import ConfigError
@@ -59,35 +59,23 @@ def inference(head: FLMMHead, lmm, scenes: int, repeats: int) -> dict[str, float
 
 def training(repeats: int, steps: int) -> dict[str, float]:
     """Median seconds per training step of fresh shipped-size heads with and without a selector."""
-    shipped = HeadConfig.load(resolve("flmm:shapes/head") + "/config.json")
+    cue_width = HeadConfig.load(resolve("flmm:shapes/head") + "/config.json").decoder_cue_width
     sam = SamModel.from_pretrained(resolve("flmm:shapes/sam")).eval()
-    heads = {}
-    for name, on in (("with", True), ("without", False)):
-        torch.manual_seed(0)
-        cfg = HeadConfig.create(
-            shipped.lmm, sam, decoder_width=shipped.decoder_width, canvas_size=shipped.canvas_size,
-            decoder_cue_width=shipped.decoder_cue_width, part_selector=on,
-        )  # fmt: skip
-        heads[name] = FLMMHead(cfg, sam_model=sam).train()
+    heads = {n: build(cue_width, sam, part_selector=on) for n, on in (("with", True), ("without", False))}
     emb = heads["with"].embed_image(torch.zeros(SIDE, SIDE, 3, dtype=torch.uint8).numpy())
-    queries, masks, labels = batch(heads["with"].config.lmm, emb)
+    data = batch(heads["with"].config.lmm, emb)
     opts = {n: torch.optim.AdamW(h.trainable_parameters(), 1e-4) for n, h in heads.items()}
     times: dict[str, list[float]] = {n: [] for n in heads}
-    parts = []
     for r in range(repeats + 1):
         for n, h in heads.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                out = h(queries, gt_masks=masks)
-                loss = h.compute_losses(out, masks, labels)["loss"]
-                opts[n].zero_grad()
-                loss.backward()
-                opts[n].step()
-                if out.parts is not None:
-                    parts.extend(p.count for p in out.parts)
-            if r:
-                times[n].append((time.perf_counter() - t0) / steps)
-    return {k: statistics.median(v) for k, v in times.items()} | {"parts_per_object": statistics.mean(parts)}
+            sec = sum(step_seconds(h, opts[n], data) for _ in range(steps)) / steps
+            if r:  # round 0 warms up
+                times[n].append(sec)
+    parts = heads["with"](data[0], gt_masks=data[1]).parts
+    assert parts is not None  # the head has a selector
+    return {k: statistics.median(v) for k, v in times.items()} | {
+        "parts_per_object": statistics.mean(p.count for p in parts)
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -190,6 +190,12 @@ def test_collate_batches_objects_of_differently_shaped_images():
     batch = collate_canvases([c1, c2])
     assert batch.maps.shape == (2, 2, 32, 32)
     assert batch.valid_hw == [(19, 32), (32, 32)]
+    # each object's on-image cells, as canvas_image_mask gives them (the padded image's strips excluded);
+    # computed once and shared by every reader of the batch
+    on = batch.on_image()
+    assert torch.equal(on[0], canvas_image_mask((19, 32), g1, 32))
+    assert torch.equal(on[1], canvas_image_mask((32, 32), g2, 32)) and on[1].sum() < 32 * 32
+    assert batch.on_image() is on
     c3 = prepare_object_maps([_rand_att(1, 1, 3, 3, 5)], [g1], size=32)
     with pytest.raises(InputError):
         collate_canvases([c1, c3])

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from flmm.errors import InputError
 from flmm.head.config import LossWeights
-from flmm.head.prep import CanvasBatch, canvas_image_mask, image_masks_to_canvas
+from flmm.head.prep import CanvasBatch, image_masks_to_canvas
 from flmm.head.sam_frame import frame_image_mask, image_masks_to_frame
 from flmm.head.selector import part_targets
 from flmm.head.types import HeadOutput
@@ -122,13 +122,12 @@ def canvas_targets(
     canvas: CanvasBatch, per_object: Sequence[torch.Tensor], device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decoder targets and weights ``(K, S, S)``: the fraction of each canvas cell the object's ground truth
-    covers, and 1 on the cells that lie on the image (0 elsewhere)."""
-    s = canvas.size
-    dt, dw = [], []
-    for m, hw, geom in zip(per_object, canvas.valid_hw, canvas.geometries):
-        dt.append(image_masks_to_canvas(m.to(device), geom, hw, s))
-        dw.append(canvas_image_mask(hw, geom, s, device=device))
-    return torch.stack(dt), torch.stack(dw)
+    covers, and 1 on the cells that lie on the image (0 elsewhere, :meth:`CanvasBatch.on_image`)."""
+    targets = [
+        image_masks_to_canvas(m.to(device), geom, hw, canvas.size)
+        for m, hw, geom in zip(per_object, canvas.valid_hw, canvas.geometries)
+    ]
+    return torch.stack(targets), canvas.on_image().to(device)
 
 
 def mask_targets(output: HeadOutput, gt_masks: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:

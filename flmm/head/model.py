@@ -22,7 +22,7 @@ from flmm.head.config import HeadConfig, SamIdentity, describe_lmm
 from flmm.head.hub import CONFIG_NAME, MODEL_CARD, WEIGHTS_NAME, checkpoint_files, load_sam
 from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
 from flmm.head.losses import canvas_targets, compute_losses, object_masks
-from flmm.head.prep import canvas_image_mask, canvas_logits_to_image, collate_canvases, prepare_object_maps
+from flmm.head.prep import canvas_logits_to_image, collate_canvases, prepare_object_maps
 from flmm.head.refiner import FROZEN_PREFIXES, SamRefiner
 from flmm.head.sam_frame import frame_image_mask, frame_logits_to_image
 from flmm.head.selector import PartSelector, find_parts, kept_parts, suppress_parts, true_parts
@@ -241,11 +241,7 @@ class FLMMHead(
         logits = self.decoder(batch.maps, cue)
         parts = part_logits = selected = None
         if self.part_selector is not None:
-            s = self.config.canvas_size
-            parts = [
-                find_parts(lg, canvas_image_mask(hw, g, s, device=lg.device))
-                for lg, hw, g in zip(logits, batch.valid_hw, batch.geometries)
-            ]
+            parts = [find_parts(lg, on) for lg, on in zip(logits, batch.on_image())]
             part_logits = self.part_selector(parts, hidden)
             if not (self.training and torch.is_grad_enabled()):  # inference: the selector decides
                 selected = suppress_parts(logits, parts, [kept_parts(pl) for pl in part_logits])
@@ -344,13 +340,7 @@ class FLMMHead(
         assert batch is not None  # there are objects
         decoder_logits = out.decoder_logits if out.selected_logits is None else out.selected_logits
         dec_img = torch.stack(canvas_logits_to_image(decoder_logits, batch.valid_hw, batch.geometries))
-        on_image = torch.stack(
-            [
-                canvas_image_mask(hw, g, batch.size, device=self.device)
-                for hw, g in zip(batch.valid_hw, batch.geometries)
-            ]
-        )
-        dec_conf = _stage_confidence(decoder_logits, on_image)
+        dec_conf = _stage_confidence(decoder_logits, batch.on_image())
         if out.refiner_logits is None:
             return GroundingResult(dec_img > 0, dec_img, dec_conf, dec_conf, decoder_masks=dec_img > 0)
         r = out.refiner_logits.shape[-1]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,7 @@ class CanvasBatch:
     maps: torch.Tensor
     valid_hw: list[tuple[int, int]]
     geometries: list[GridGeometry]
+    _on_image: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.valid_hw)
@@ -62,6 +63,19 @@ class CanvasBatch:
     @property
     def size(self) -> int:
         return int(self.maps.shape[-1])
+
+    def on_image(self) -> torch.Tensor:
+        """``(B, size, size)`` float 0/1 on ``maps``' device: each object's canvas cells that lie on its image
+        (:func:`canvas_image_mask`). Computed once per batch and device, then shared by every reader."""
+        dev = self.maps.device
+        if self._on_image is None or self._on_image.device != dev:
+            self._on_image = torch.stack(
+                [
+                    canvas_image_mask(hw, g, self.size, device=dev)
+                    for hw, g in zip(self.valid_hw, self.geometries)
+                ]
+            )
+        return self._on_image
 
 
 def box_hw(box: Box) -> tuple[float, float]:
