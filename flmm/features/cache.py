@@ -234,6 +234,13 @@ class FeatureCache(Dataset):
             meta=m.get("meta"),
         )
 
+    def object_hidden(self, i: int, o: int) -> torch.Tensor:
+        """Hidden states ``(T_obj, M, d)`` of object ``o`` of sample ``i``, read alone (not the whole sample)."""
+        path, k, m = self._entries[i]
+        if not 0 <= o < m["objects"]:
+            raise DataError(f"sample {m['id']!r} has {m['objects']} objects, not an object {o}")
+        return self._open(path).get_tensor(f"{k}.o{o}.hidden")
+
     def __getstate__(self) -> dict:  # safetensors handles do not pickle (DataLoader workers reopen them)
         d = dict(self.__dict__)
         d["_handles"] = {}

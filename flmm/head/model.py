@@ -190,13 +190,17 @@ class FLMMHead(
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, queries: Sequence[GroundingQuery], gt_masks: Sequence[torch.Tensor] | None = None
+        self,
+        queries: Sequence[GroundingQuery],
+        gt_masks: Sequence[torch.Tensor] | None = None,
+        refine: bool = True,
     ) -> HeadOutput:
         """Run the head on a batch of samples (training and inference share this path).
 
         ``gt_masks`` (per query ``(K_i, H, W)``, as :meth:`compute_losses` takes them) matters only to a head
         with a part selector, in training: the refiner is then prompted with the parts the ground truth
-        covers (teacher forcing, see :mod:`flmm.head.selector`).
+        covers (teacher forcing, see :mod:`flmm.head.selector`). ``refine=False`` stops after the U-Net
+        (and the part selector): no refiner logits, no SAM cost.
 
         Returns:
             :class:`HeadOutput` with U-Net canvas logits ``(K, S, S)``, refiner low-res logits ``(K, R, R)``
@@ -221,7 +225,7 @@ class FLMMHead(
                 # moved to the device once: the decoder cue and the refiner's text prompt both read it
                 hidden.append(obj.hidden_states.to(dev))
                 q_index.append(qi)
-            if self.refiner is not None and len(objects):
+            if self.refiner is not None and refine and len(objects):
                 if q.image_embedding is None:
                     raise InputError(
                         f"query {qi} has objects but no image_embedding: use head.embed_image(image)"
@@ -251,7 +255,7 @@ class FLMMHead(
                 selected = suppress_parts(logits, parts, true_parts(parts, targets))
         refined = iou = None
         frames = []
-        if self.refiner is not None:
+        if self.refiner is not None and refine:
             prompt = logits if selected is None else selected
             refined, iou, frames = self._refine(prompt, batch, hidden, query_index, queries, embeddings)
         return HeadOutput(

@@ -120,15 +120,18 @@ class PartSelector(nn.Module):
         """Per object ``(n_k,)`` part logits (empty for an object with one part or none: nothing to choose).
 
         ``hidden`` holds per object its phrase's hidden states ``(T_k, M, d)``, as the head's cues read them."""
-        out = []
         dtype = next(self.parameters()).dtype
-        for p, h in zip(parts, hidden):
-            if p.count < 2:
-                out.append(torch.zeros(0, dtype=dtype, device=h.device))
-                continue
-            q = self.query(self.words(h.to(dtype).flatten(1)).amax(0))
-            out.append(self.parts(p.features.to(dtype)) @ q[:-1] + q[-1])
-        return out
+        return [
+            self.score(p.features, h) if p.count >= 2 else torch.zeros(0, dtype=dtype, device=h.device)
+            for p, h in zip(parts, hidden)
+        ]
+
+    def score(self, features: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` logits of ``n`` parts described by ``features`` ``(n, PART_FEATURES)``, for a phrase with
+        hidden states ``hidden`` ``(T, M, d)``."""
+        dtype = next(self.parameters()).dtype
+        q = self.query(self.words(hidden.to(dtype).flatten(1)).amax(0))
+        return self.parts(features.to(dtype)) @ q[:-1] + q[-1]
 
 
 def kept_parts(part_logits: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flmm.errors import ConfigError
+from flmm.recipes.selector import SelectorFit
 from flmm.train import TrainConfig
 
 
@@ -21,6 +22,8 @@ class RecipeConfig:
     cache_dir: where the frozen-LMM feature cache goes (one sub-folder per dataset).
     cache_batch_size: samples per LMM forward while caching.
     train: :class:`flmm.train.TrainConfig` fields.
+    selector_fit: :class:`flmm.recipes.selector.SelectorFit` fields for a head with a part selector
+        (``{"epochs": 0}``: no selector phase).
     calibration: optional held-out dataset entry (same form as ``data``, plus ``"max_samples"``, default
         200) on which the keyword selector's threshold is chosen after training
         (:func:`flmm.head.calibrate.calibrate_keyword_threshold`); use a validation split, never test.
@@ -34,6 +37,7 @@ class RecipeConfig:
     cache_batch_size: int = 8
     train: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    selector_fit: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RecipeConfig:
@@ -50,7 +54,16 @@ class RecipeConfig:
                 raise ConfigError(f"{path}: the recipe needs {key!r}")
         cfg = cls(**d)
         cfg.train_config()  # validates early
+        cfg.selector_config()
         return cfg
+
+    def selector_config(self) -> SelectorFit:
+        try:
+            fit = SelectorFit(**self.selector_fit)
+        except TypeError as e:
+            raise ConfigError(f"bad selector_fit settings: {e}") from e
+        fit.validate()
+        return fit
 
     def train_config(self) -> TrainConfig:
         tc = dict(self.train)

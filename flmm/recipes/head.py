@@ -22,6 +22,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from flmm.errors import ConfigError
 from flmm.features.cache import CachedSample, FeatureCache
 from flmm.head.model import FLMMHead
+from flmm.recipes.selector import SelectorFit, fit_selector
 from flmm.train import TrainConfig, Trainer, TrainResult
 
 
@@ -67,8 +68,13 @@ def train_head(
     config: TrainConfig,
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     resume: bool | str = False,
+    selector_fit: SelectorFit | None = None,
 ) -> TrainResult:
     """Train ``head``'s trainable parameters on cached features; save it to ``output_dir/head``.
+
+    A head with a part selector then has the selector fitted on its trained U-Net's parts
+    (:func:`flmm.recipes.selector.fit_selector`, ``output_dir/selector``) before it is saved; the returned
+    result is the head's, marked interrupted when that phase was.
 
     Args:
         head: a fresh or partly trained :class:`FLMMHead` (SAM's vision encoder stays frozen).
@@ -76,6 +82,8 @@ def train_head(
         config: the loop's hyper-parameters (the paper's defaults unless overridden).
         eval_fn: ``fn(head) -> scalars`` run on the main process every ``eval_every_steps``.
         resume: continue from the latest (or a given) checkpoint of ``config.output_dir``.
+        selector_fit: the selector phase's settings (None: :class:`SelectorFit`'s defaults;
+            ``SelectorFit(epochs=0)``: no such phase).
     """
     data = open_caches(cache_roots, head.config.merge)
     objective = HeadObjective(head)
@@ -90,6 +98,10 @@ def train_head(
 
     trainer = Trainer(objective, data, collate_samples, config, eval_fn=_eval if eval_fn else None)
     result = trainer.train(resume=resume)
+    if head.part_selector is not None and not result.interrupted:
+        phase = fit_selector(head, data, selector_fit or SelectorFit(), config, resume=bool(resume))
+        if phase is not None and phase.interrupted:
+            result = replace(result, interrupted=True)
     if trainer.is_main_process:
         final = trainer.unwrapped_model()
         assert isinstance(final, HeadObjective)

@@ -82,7 +82,7 @@ def run_recipe(cfg: RecipeConfig, resume: bool = False) -> TrainResult:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    result = train_head(head, roots, cfg.train_config(), resume=resume)
+    result = train_head(head, roots, cfg.train_config(), resume=resume, selector_fit=cfg.selector_config())
     if cfg.calibration is not None and not result.interrupted and state.is_main_process:
         calibrate(cfg.calibration, _load_lmm(cfg, device), head, Path(cfg.train_config().output_dir) / "head")
     state.wait_for_everyone()

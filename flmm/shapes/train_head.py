@@ -33,8 +33,10 @@ from flmm.head.config import HeadConfig
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
 from flmm.recipes.head import train_head
+from flmm.recipes.selector import SelectorFit
 from flmm.shapes.stage import STAGE_PRECISIONS, main_process_alone, process_state, split_batch
 from flmm.train import TrainConfig
+from flmm.train.logger import read_log
 
 log = logging.getLogger("flmm.shapes")
 
@@ -54,6 +56,8 @@ class HeadStageConfig:
     decoder_width: int = 16
     decoder_cue_width: int = 64
     part_selector: bool = True
+    selector_epochs: int = 12
+    selector_lr: float = 3e-3
     canvas_size: int = 64
     epochs: int = 3
     calibration_scenes: int = 60
@@ -128,7 +132,8 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
             max_minutes=cfg.minutes,
         )
     )
-    result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume)
+    fit = SelectorFit(epochs=cfg.selector_epochs, lr=cfg.selector_lr)
+    result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume, selector_fit=fit)
     if not main_process_alone():  # it calibrates and writes, with every core
         return {}
     threshold, sweep = head.config.keyword_threshold, list[dict]()
@@ -146,6 +151,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         "train_minutes": round((time.time() - t0 - t_cache) / 60, 2),
         "steps": result.state.global_step,
         "last_train": result.last_train,
+        "selector_fit": (read_log(str(out / "run" / "selector"), "train") or [{}])[-1],
         "head_parameters": sum(p.numel() for p in head.trainable_parameters()),
         "keyword_threshold": threshold,
         "keyword_sweep": sweep,
@@ -180,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         default=d.part_selector,
         help="learn which parts of the U-Net's mask the phrase asks for before refining (--no-part-selector: the paper's head)",
     )
+    p.add_argument(
+        "--selector-epochs",
+        type=int,
+        default=d.selector_epochs,
+        help="after training, fit the part selector on the trained U-Net's parts for this many passes (0: no)",
+    )
+    p.add_argument("--selector-lr", type=float, default=d.selector_lr)
     p.add_argument(
         "--canvas-size",
         type=int,
@@ -225,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         decoder_width=a.decoder_width,
         decoder_cue_width=a.decoder_cue_width,
         part_selector=a.part_selector,
+        selector_epochs=a.selector_epochs,
+        selector_lr=a.selector_lr,
         canvas_size=a.canvas_size,
         epochs=a.epochs,
         calibration_scenes=a.calibration_scenes,
