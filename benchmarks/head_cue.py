@@ -13,13 +13,13 @@ both, and the first round is a warm-up that is not counted.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 from transformers import SamModel
 
+from benchmarks.report import print_flat
 from flmm.assets_path import resolve
 from flmm.geometry import GridGeometry, pad_to_square_box
 from flmm.head import FLMMHead, GroundingQuery, HeadConfig
@@ -94,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": a.repeats,
         "steps_per_round": a.steps,
     }
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:>30}: {v}")
+    print_flat(result, a.json)
     return 0
 
 

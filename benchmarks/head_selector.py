@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 
@@ -24,6 +23,7 @@ import torch
 from transformers import SamModel
 
 from benchmarks.head_cue import SIDE, batch, build, step_seconds
+from benchmarks.report import print_flat
 from flmm.assets_path import resolve
 from flmm.data.shapes import ShapesRES
 from flmm.errors import ConfigError
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "rounds": a.repeats,
     }
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:>28}: {v}")
+    print_flat(result, a.json)
     return 0
 
 

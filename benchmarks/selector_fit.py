@@ -17,13 +17,14 @@ shipped LMM and SAM, in a temporary folder), with the shipped head:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 
 import torch
 
+from benchmarks.report import print_flat
+from benchmarks.timing import train_step_seconds
 from flmm.data.shapes import ShapesRefNarratives
 from flmm.features import FeatureCache, build_cache
 from flmm.pipeline.loading import load_parts
@@ -32,13 +33,6 @@ from flmm.shapes.train_head import SHAPES_QUESTION
 
 #: bytes of one token's hidden states from every layer of LLaVA-1.5-7B in bf16
 LLAVA_7B_TOKEN_BYTES = 32 * 4096 * 2
-
-
-def _seconds(fn, repeats: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t0) / repeats
 
 
 def measure(scenes: int, rounds: int, steps: int, batch: int = 32) -> dict[str, float]:
@@ -55,26 +49,30 @@ def measure(scenes: int, rounds: int, steps: int, batch: int = 32) -> dict[str, 
         objective = SelectorObjective(head.part_selector)
         opt = torch.optim.AdamW(objective.parameters(), 1e-3)
 
-        def collect(refine: bool) -> None:
+        def collect(refine: bool) -> float:
+            """Seconds per cached sample of the head's forward."""
+            t0 = time.perf_counter()
             with torch.inference_mode():
                 for q in queries:
                     head(q, refine=refine)
+            return (time.perf_counter() - t0) / len(queries)
 
-        def fit(read) -> None:
+        def fit(read) -> float:
+            """Seconds per fitting step, reading each object through ``read`` inside the step."""
+            total = 0.0
             for s in range(steps):
                 idx = [(s * batch + j) % len(copied) for j in range(batch)]
-                loss = objective([read(i) for i in idx])["loss"]
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                step = lambda idx=idx: objective([read(i) for i in idx])["loss"]  # noqa: E731
+                total += train_step_seconds(step, opt, False)
+            return total / steps
 
         times: dict[str, list[float]] = {k: [] for k in ("unet", "whole", "lazy", "copied")}
         for r in range(rounds + 1):
             got = {
-                "unet": _seconds(lambda: collect(False), 1) / len(queries),
-                "whole": _seconds(lambda: collect(True), 1) / len(queries),
-                "lazy": _seconds(lambda: fit(lambda i: lazy[i]), 1) / steps,
-                "copied": _seconds(lambda: fit(lambda i: copied[i]), 1) / steps,
+                "unet": collect(False),
+                "whole": collect(True),
+                "lazy": fit(lambda i: lazy[i]),
+                "copied": fit(lambda i: copied[i]),
             }
             if r:  # round 0 warms up
                 for k, v in got.items():
@@ -117,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "rounds": a.rounds,
     }
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:>40}: {v}")
+    print_flat(result, a.json)
     return 0
 
 

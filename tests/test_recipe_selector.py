@@ -154,3 +154,46 @@ def test_bad_settings_are_config_errors(cached, tmp_path):
     (tmp_path / "r.json").write_text(__import__("json").dumps(bad))
     with pytest.raises(ConfigError, match="selector_fit"):
         RecipeConfig.load(tmp_path / "r.json")
+
+
+def test_an_interrupted_phase_resumes_to_the_same_selector(cached, tmp_path, monkeypatch):
+    """Stopped after 3 of its steps (as on SIGINT), the phase resumes from its own checkpoint and ends
+    with exactly the selector of an uninterrupted run."""
+    import flmm.recipes.selector as phase
+
+    lmm, root = cached
+    data = FeatureCache(root)
+    fit = SelectorFit(epochs=2, batch_size=4)
+    whole = _head(lmm)
+    start = {k: v.clone() for k, v in whole.part_selector.state_dict().items()}
+    assert fit_selector(whole, data, fit, _config(tmp_path / "a")) is not None
+
+    class StopsEarly(Trainer):
+        def __init__(self, *args, **kwargs):
+            def stop(trainer, state):
+                if state.global_step == 3:
+                    trainer.request_stop("test")
+
+            super().__init__(*args, step_callback=stop, **kwargs)
+
+    head = _head(lmm)
+    head.part_selector.load_state_dict(start)
+    monkeypatch.setattr(phase, "Trainer", StopsEarly)
+    assert fit_selector(head, data, fit, _config(tmp_path / "b")).interrupted
+    monkeypatch.setattr(phase, "Trainer", Trainer)
+    again = _head(lmm)  # a new process, with other initial weights: only the checkpoint can match `whole`
+    with torch.no_grad():
+        for p in again.part_selector.parameters():
+            p.add_(torch.randn_like(p))
+    result = fit_selector(again, data, fit, _config(tmp_path / "b"), resume=True)
+    assert not result.interrupted
+    for k, v in whole.part_selector.state_dict().items():
+        assert torch.equal(again.part_selector.state_dict()[k], v), k
+
+
+def test_fewer_objects_than_a_batch_make_one_batch(cached, tmp_path):
+    lmm, root = cached
+    data = FeatureCache(root)
+    objects = sum(len(data[i].objects) for i in range(len(data)))
+    result = fit_selector(_head(lmm), data, SelectorFit(epochs=2, batch_size=2 * objects), _config(tmp_path))
+    assert result is not None and result.state.global_step == 2  # one step per pass

@@ -7,7 +7,7 @@ twelve passes over the objects picks the referred part far more often; refined R
 scenes: location 30.3 -> 47.6, relation 40.9 -> 51.2, attribute 60.2 -> 64.0 (docs/training-log.md).
 
 The phase is cheap because nothing but the selector runs in it: the U-Net's parts and their targets
-are computed once (:func:`collect_part_samples`, no refiner) and the selector (about 55 k parameters)
+are computed once (:func:`collect_part_samples`, no refiner) and the selector (about 60 k parameters)
 is trained on them by the same :class:`flmm.train.Trainer` as every other stage.
 Each process of a multi-process launch computes its share of the objects and reads the others' from
 ``output_dir`` (``parts-r{rank}.pt``, loaded with ``weights_only=True``). Those records hold the parts'
@@ -182,7 +182,7 @@ def fit_selector(
     data: Dataset,
     fit: SelectorFit,
     train: TrainConfig,
-    resume: bool | str = False,
+    resume: bool = False,
 ) -> TrainResult | None:
     """Train ``head.part_selector`` in place on the parts of ``head``'s (trained, frozen) U-Net.
 
@@ -210,15 +210,16 @@ def fit_selector(
         )
     out_dir = Path(train.output_dir) / "selector"
     samples = _share_samples(head, data, out_dir, train.progress_bar)
-    if not samples:
-        return None
+    if len(samples) < processes:
+        return None  # no object whose mask has two parts (or fewer than one per process)
+    batch = min(fit.batch_size, len(samples) - len(samples) % processes)  # a small dataset: one batch
     cfg = replace(
         train,
         output_dir=str(out_dir),
         epochs=fit.epochs,
         max_steps=0,
         lr=fit.lr,
-        batch_size=fit.batch_size // processes,
+        batch_size=batch // processes,
         grad_accum_steps=1,
         eval_every_steps=0,
         save_every_steps=max(train.save_every_steps, 200),
