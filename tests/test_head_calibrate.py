@@ -82,3 +82,41 @@ def test_head_stage_rejects_bad_sizes_as_usage_errors(flag, capsys):
     with pytest.raises(SystemExit) as e:
         main(flag)
     assert e.value.code == 2 and "--decoder-cue-width" in capsys.readouterr().err
+
+
+def test_part_threshold_is_chosen_by_the_cious_of_the_masks(shipped):
+    """Each candidate cut grounds every expression; the best cIoU wins and the head is given back as it was."""
+    import torch
+
+    from flmm.data.shapes import ShapesRES
+    from flmm.head.calibrate import calibrate_part_threshold
+    from flmm.head.selector import kept_parts
+
+    lmm, head = shipped
+    val = ShapesRES("val", 2, question=SHAPES_QUESTION)
+    before = head.config.part_threshold
+    best, table = calibrate_part_threshold(
+        lmm, head.eval(), [val[i] for i in range(len(val))], (-50.0, 0.0, 50.0)
+    )
+    assert [row["threshold"] for row in table] == [-50.0, 0.0, 50.0]
+    assert all(row["expressions"] == len(val) and 0 <= row["ciou"] <= 1 for row in table)
+    chosen = next(row for row in table if row["threshold"] == best)
+    assert all(chosen["ciou"] >= row["ciou"] for row in table)
+    # keeping every part and keeping only the best one ground differently
+    assert table[0]["ciou"] != table[2]["ciou"]
+    assert head.config.part_threshold == before
+    assert kept_parts(torch.tensor([-0.5, 0.5, 1.5]), 1.0).tolist() == [False, False, True]
+    assert kept_parts(torch.tensor([-0.5, 0.5]), 2.0).tolist() == [False, True]  # none above: the best
+
+
+def test_part_threshold_needs_a_selector_and_a_finite_cut(shipped):
+    from flmm.errors import ConfigError
+    from flmm.head.calibrate import calibrate_part_threshold
+    from flmm.head.config import HeadConfig
+
+    lmm, head = shipped
+    plain = FLMMHead(HeadConfig.create(lmm.identity, None, use_refiner=False))
+    with pytest.raises(InputError, match="part selector"):
+        calibrate_part_threshold(lmm, plain, [])
+    with pytest.raises(ConfigError, match="part_threshold"):
+        HeadConfig.create(lmm.identity, None, use_refiner=False, part_threshold=float("nan"))

@@ -1,11 +1,14 @@
-"""Choose the keyword selector's threshold on held-out narratives.
+"""Choose the keyword selector's threshold on held-out narratives, and the part selector's cut on
+held-out referring expressions.
 
 The selector is trained with a balanced-ish BCE, so the best cut-off between "keyword" and "not" depends
 on the LMM and the data; the paper's fixed value is not always right (on the shapes world 0.3 merges
 neighbouring phrases through "of" / "and"). :func:`calibrate_keyword_threshold` captures each held-out
 sample once and scores every candidate threshold with the evaluation's own keyword metric
 (:mod:`flmm.metrics.keywords`), picking the best exact-span F1 (ties: word F1, then the lower threshold).
-Use validation data, never the test split.
+:func:`calibrate_part_threshold` does the same for the part selector (``HeadConfig.part_threshold``):
+each held-out expression is captured once and grounded at every candidate cut, and the cut with the
+best cIoU of the returned masks wins. Use validation data, never the test split.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from flmm.data.types import GroundingSample
 from flmm.errors import InputError
+from flmm.head.keyword import keyword_labels
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
 from flmm.lmm.messages import conversation
@@ -63,4 +68,60 @@ def calibrate_keyword_threshold(
             }
         )
     best = max(table, key=lambda row: (row["span_exact_f1"], row["word_f1"], -row["threshold"]))
+    return best["threshold"], table
+
+
+#: candidate logits for the part selector's cut
+DEFAULT_PART_THRESHOLDS: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def calibrate_part_threshold(
+    lmm: FrozenLMM,
+    head: FLMMHead,
+    samples: Sequence[GroundingSample],
+    thresholds: Sequence[float] = DEFAULT_PART_THRESHOLDS,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Best ``HeadConfig.part_threshold`` for ``head`` (which must have a part selector) on referring
+    expressions ``samples``: each sample's first object is grounded with ``head.config.question`` as the
+    question and the sample's answer teacher-forced, and the returned (refined) masks are scored by cIoU.
+
+    Returns:
+        ``(threshold, table)``: the chosen value (ties: the one closest to 0) and, per candidate,
+        ``{"threshold", "ciou", "expressions"}``. ``head.config`` is given back unchanged.
+    """
+    if head.part_selector is None:
+        raise InputError("calibrate_part_threshold needs a head with a part selector")
+    usable = [s for s in samples if s.objects and s.objects[0].spans]
+    if not usable:
+        raise InputError("calibrate_part_threshold needs held-out samples whose first object has a span")
+    if not thresholds or not all(np.isfinite(t) for t in thresholds):
+        raise InputError(f"thresholds must be non-empty finite logits, got {list(thresholds)}")
+    question = head.config.question
+    calls = []
+    last, emb = None, None  # expressions of one image usually come together: embed it once
+    for s in usable:
+        image = s.load_image()
+        pixels = np.asarray(image)
+        if head.refiner is not None and (last is None or not np.array_equal(pixels, last)):
+            last, emb = pixels, head.embed_image(image)
+        cap = lmm.capture(image, conversation(question or s.question, s.answer))
+        tokens = torch.nonzero(keyword_labels(cap.offsets, s.objects[0].spans)).flatten().tolist()
+        if tokens:
+            calls.append((cap, tokens, image, emb, torch.from_numpy(s.objects[0].get_mask())))
+    if not calls:
+        raise InputError("no held-out expression's span maps onto the captured tokens")
+    saved = head.config.part_threshold
+    table = []
+    try:
+        for thr in thresholds:
+            head.config.part_threshold = float(thr)
+            inter = union = 0
+            for cap, tokens, image, emb, gt in calls:
+                mask = head.predict(cap, [tokens], image=image, image_embedding=emb).masks[0]
+                inter += int((mask & gt).sum())
+                union += int((mask | gt).sum())
+            table.append({"threshold": float(thr), "ciou": inter / max(union, 1), "expressions": len(calls)})
+    finally:
+        head.config.part_threshold = saved
+    best = max(table, key=lambda row: (row["ciou"], -abs(row["threshold"])))
     return best["threshold"], table

@@ -8,6 +8,7 @@ model it does not fit.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ class HeadConfig:
         part_selector: False (the paper) or True: a learned step between the U-Net and the refiner keeps
             the parts of the U-Net's mask that the phrase asks for ("the LEFT-MOST square" of two
             squares; an flmm extension, see :mod:`flmm.head.selector`).
+        part_threshold: the part selector keeps the parts it scores above this logit (the best one when
+            none is); :func:`flmm.head.calibrate.calibrate_part_threshold` chooses it on held-out data.
         canvas_size: side of the square canvas the attention maps are resized (long side) and padded to.
         merge: how the maps of a multi-token phrase are combined: ``"mean"`` (paper) or ``"max"``.
         keyword_threshold: sigmoid score above which a token is a keyword.
@@ -132,6 +135,7 @@ class HeadConfig:
     decoder_width: int = 64
     decoder_cue_width: int = 0
     part_selector: bool = False
+    part_threshold: float = 0.0
     canvas_size: int = 64
     merge: str = "mean"
     keyword_threshold: float = 0.3
@@ -180,6 +184,8 @@ class HeadConfig:
             raise ConfigError(
                 f"HeadConfig.keyword_threshold must lie in (0, 1), got {self.keyword_threshold}"
             )
+        if not math.isfinite(self.part_threshold):
+            raise ConfigError(f"HeadConfig.part_threshold must be a finite logit, got {self.part_threshold}")
         if self.dice_smooth <= 0:
             raise ConfigError(f"HeadConfig.dice_smooth must be > 0, got {self.dice_smooth}")
         if any(w < 0 for w in asdict(self.loss_weights).values()):

@@ -248,7 +248,8 @@ class FLMMHead(
             parts = [find_parts(lg, on) for lg, on in zip(logits, batch.on_image())]
             part_logits = self.part_selector(parts, hidden)
             if not (self.training and torch.is_grad_enabled()):  # inference: the selector decides
-                selected = suppress_parts(logits, parts, [kept_parts(pl) for pl in part_logits])
+                cut = self.config.part_threshold
+                selected = suppress_parts(logits, parts, [kept_parts(pl, cut) for pl in part_logits])
             elif gt_masks is not None:  # training: the ground truth decides what prompts the refiner
                 per_obj = object_masks(gt_masks, query_index, len(queries))
                 targets, _ = canvas_targets(batch, per_obj, logits.device)

@@ -13,8 +13,9 @@ canvas cells. Each part is described by :data:`PART_FEATURES` numbers in canvas 
 ``[-1, 1]`` over the image's extent on the canvas (x right, y down), and scored from them and the phrase's
 hidden states (:class:`PartSelector`).
 
-At inference, parts scored below 0 are suppressed in the logits that prompt the refiner, and in the
-decoder mask that is returned; when every part scores below 0, the best one is kept. In training the
+At inference, parts scored below ``HeadConfig.part_threshold`` (default 0) are suppressed in the logits
+that prompt the refiner, and in the decoder mask that is returned; when every part scores below it,
+the best one is kept. In training the
 selector learns from its own loss (does the ground truth cover more than half of the part?), and the
 refiner is prompted with the parts the ground truth covers (teacher forcing), so that it learns to keep
 to the part it is given rather than to spread over the phrase's whole class.
@@ -134,9 +135,9 @@ class PartSelector(nn.Module):
         return self.parts(features.to(dtype)) @ q[:-1] + q[-1]
 
 
-def kept_parts(part_logits: torch.Tensor) -> torch.Tensor:
-    """``(n,)`` bool: parts scored above 0, or the best one when none is."""
-    keep = part_logits > 0
+def kept_parts(part_logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """``(n,)`` bool: parts scored above ``threshold`` (a logit), or the best one when none is."""
+    keep = part_logits > threshold
     if len(keep) and not keep.any():
         keep[part_logits.argmax()] = True
     return keep
