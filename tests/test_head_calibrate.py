@@ -58,8 +58,12 @@ def test_head_stage_stores_the_calibrated_threshold(tmp_path):
         decoder_width=8,
         decoder_cue_width=4,
         canvas_size=32,
+        selector_ref_scenes=3,
     )
     summary = train_head_stage(cfg)
+    # the selector phase fits on its own, larger set of referring expressions
+    assert summary["cache"]["ref-selector"]["written"] > summary["cache"]["ref"]["written"]
+    assert summary["selector_fit"]["step"] > 0
     saved = json.loads((tmp_path / "stage" / "run" / "head" / "config.json").read_text())
     assert saved["keyword_threshold"] == summary["keyword_threshold"]
     assert len(summary["keyword_sweep"]) > 1

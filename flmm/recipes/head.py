@@ -69,6 +69,7 @@ def train_head(
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     resume: bool | str = False,
     selector_fit: SelectorFit | None = None,
+    selector_cache_roots: Sequence[str | os.PathLike] | None = None,
 ) -> TrainResult:
     """Train ``head``'s trainable parameters on cached features; save it to ``output_dir/head``.
 
@@ -84,6 +85,8 @@ def train_head(
         resume: continue from the latest (or a given) checkpoint of ``config.output_dir``.
         selector_fit: the selector phase's settings (None: :class:`SelectorFit`'s defaults;
             ``SelectorFit(epochs=0)``: no such phase).
+        selector_cache_roots: caches the selector phase fits on (default: ``cache_roots``); they need no
+            SAM embeddings, so a larger set costs the phase little.
     """
     data = open_caches(cache_roots, head.config.merge)
     objective = HeadObjective(head)
@@ -99,7 +102,8 @@ def train_head(
     trainer = Trainer(objective, data, collate_samples, config, eval_fn=_eval if eval_fn else None)
     result = trainer.train(resume=resume)
     if head.part_selector is not None and not result.interrupted:
-        phase = fit_selector(head, data, selector_fit or SelectorFit(), config, resume=bool(resume))
+        phase_data = open_caches(selector_cache_roots, head.config.merge) if selector_cache_roots else data
+        phase = fit_selector(head, phase_data, selector_fit or SelectorFit(), config, resume=bool(resume))
         if phase is not None and phase.interrupted:
             result = replace(result, interrupted=True)
     if trainer.is_main_process:

@@ -58,6 +58,7 @@ class HeadStageConfig:
     part_selector: bool = True
     selector_epochs: int = 12
     selector_lr: float = 3e-3
+    selector_ref_scenes: int = 2400
     canvas_size: int = 64
     epochs: int = 3
     calibration_scenes: int = 60
@@ -133,7 +134,33 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         )
     )
     fit = SelectorFit(epochs=cfg.selector_epochs, lr=cfg.selector_lr)
-    result = train_head(head, [out / "cache" / n for n in datasets], tc, resume=resume, selector_fit=fit)
+    selector_roots = None
+    if cfg.part_selector and cfg.selector_epochs and cfg.selector_ref_scenes:
+        # the phase fits on more referring expressions than the head trains on (no SAM embeddings needed)
+        more = ShapesRefNarratives("train", cfg.selector_ref_scenes, question=SHAPES_QUESTION)
+        counts["ref-selector"] = dict(
+            build_cache(
+                lmm,
+                more,
+                out / "cache" / "ref-selector",
+                head.config.merge,
+                None,
+                batch_size=16,
+                rank=state.process_index,
+                world_size=state.num_processes,
+                info={"dataset": "ref-selector"},
+            )
+        )
+        state.wait_for_everyone()
+        selector_roots = [out / "cache" / "ref-selector", out / "cache" / "narrative"]
+    result = train_head(
+        head,
+        [out / "cache" / n for n in datasets],
+        tc,
+        resume=resume,
+        selector_fit=fit,
+        selector_cache_roots=selector_roots,
+    )
     if not main_process_alone():  # it calibrates and writes, with every core
         return {}
     threshold, sweep = head.config.keyword_threshold, list[dict]()
@@ -194,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--selector-lr", type=float, default=d.selector_lr)
     p.add_argument(
+        "--selector-ref-scenes",
+        type=int,
+        default=d.selector_ref_scenes,
+        help="train scenes whose referring expressions the selector phase fits on (0: the head's own data)",
+    )
+    p.add_argument(
         "--canvas-size",
         type=int,
         default=d.canvas_size,
@@ -240,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         part_selector=a.part_selector,
         selector_epochs=a.selector_epochs,
         selector_lr=a.selector_lr,
+        selector_ref_scenes=a.selector_ref_scenes,
         canvas_size=a.canvas_size,
         epochs=a.epochs,
         calibration_scenes=a.calibration_scenes,
