@@ -22,6 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -102,16 +103,22 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         "ref": ShapesRefNarratives("train", cfg.ref_scenes, question=SHAPES_QUESTION),
         "narrative": ShapesNarratives("train", cfg.narrative_scenes, question=SHAPES_QUESTION),
     }
+    # the selector phase fits on more referring expressions than the head trains on; it needs no SAM
+    selector_data = bool(cfg.part_selector and cfg.selector_epochs and cfg.selector_ref_scenes)
+    caches: dict[str, tuple[Any, Any]] = {n: (data, head.embed_image) for n, data in datasets.items()}
+    if selector_data:
+        more = ShapesRefNarratives("train", cfg.selector_ref_scenes, question=SHAPES_QUESTION)
+        caches["ref-selector"] = (more, None)
     state = process_state()
     counts = {}
-    for name, data in datasets.items():
+    for name, (data, embed) in caches.items():
         counts[name] = dict(
             build_cache(
                 lmm,
                 data,
                 out / "cache" / name,
                 head.config.merge,
-                head.embed_image,
+                embed,
                 batch_size=16,
                 rank=state.process_index,
                 world_size=state.num_processes,
@@ -134,25 +141,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         )
     )
     fit = SelectorFit(epochs=cfg.selector_epochs, lr=cfg.selector_lr)
-    selector_roots = None
-    if cfg.part_selector and cfg.selector_epochs and cfg.selector_ref_scenes:
-        # the phase fits on more referring expressions than the head trains on (no SAM embeddings needed)
-        more = ShapesRefNarratives("train", cfg.selector_ref_scenes, question=SHAPES_QUESTION)
-        counts["ref-selector"] = dict(
-            build_cache(
-                lmm,
-                more,
-                out / "cache" / "ref-selector",
-                head.config.merge,
-                None,
-                batch_size=16,
-                rank=state.process_index,
-                world_size=state.num_processes,
-                info={"dataset": "ref-selector"},
-            )
-        )
-        state.wait_for_everyone()
-        selector_roots = [out / "cache" / "ref-selector", out / "cache" / "narrative"]
+    selector_roots = [out / "cache" / n for n in ("ref-selector", "narrative")] if selector_data else None
     result = train_head(
         head,
         [out / "cache" / n for n in datasets],
