@@ -35,7 +35,7 @@ from flmm.head.losses import canvas_targets, object_masks
 from flmm.head.model import FLMMHead
 from flmm.head.selector import PartSelector, part_targets
 from flmm.train import TrainConfig, Trainer, TrainResult
-from flmm.train.precision import training_device
+from flmm.train.accel import process_state
 
 
 @dataclass
@@ -155,7 +155,7 @@ class SelectorObjective(nn.Module):
 
 def _share_samples(head: FLMMHead, data: Dataset, out_dir: Path, progress: bool) -> list[PartSample]:
     """Every process computes its share and writes it; all then read every share, in rank order."""
-    state = _process_state()
+    state = process_state()
     rank, world = state.process_index, state.num_processes
     indices = range(rank, len(data), world)  # type: ignore[arg-type]  # map-style datasets are sized
     mine = collect_part_samples(head, data, indices, progress=progress and rank == 0)
@@ -169,12 +169,6 @@ def _share_samples(head: FLMMHead, data: Dataset, out_dir: Path, progress: bool)
     for r in range(world):
         samples += [PartSample(**d) for d in torch.load(out_dir / f"parts-r{r}.pt", weights_only=True)]
     return samples
-
-
-def _process_state():
-    from accelerate import PartialState
-
-    return PartialState(cpu=training_device() == "cpu")  # as flmm.train's loop decides
 
 
 def fit_selector(
@@ -202,7 +196,7 @@ def fit_selector(
         raise ConfigError("this head has no part selector (HeadConfig.part_selector) to fit")
     if fit.epochs == 0:
         return None
-    processes = _process_state().num_processes
+    processes = process_state().num_processes
     if fit.batch_size % processes:
         raise ConfigError(
             f"selector batch size {fit.batch_size} does not split over {processes} processes; "

@@ -20,14 +20,13 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flmm.errors import ConfigError
 from flmm.train import TrainConfig, Trainer, TrainResult
+from flmm.train.accel import process_state
 from flmm.train.cores import claim_idle_cores
-from flmm.train.precision import training_device
 
 #: the ``--precision`` choices of every shapes stage
 STAGE_PRECISIONS = ("auto", "no", "bf16")
@@ -108,12 +107,6 @@ def loop_config(
             raise
         flags = [flag for field, flag in _FLAGS.items() if re.search(rf"\b{field}\b", str(e))]
         parser.error(f"{' / '.join(flags) or 'training loop'}: {e}")
-
-
-def process_state() -> PartialState:
-    """This process's place among the processes of an ``accelerate launch`` (one process: index 0 of 1);
-    on a machine without an accelerator the processes talk over gloo on the CPU."""
-    return PartialState(cpu=training_device() == "cpu")  # as flmm.train's loop decides
 
 
 def is_main_process() -> bool:

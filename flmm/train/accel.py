@@ -45,3 +45,11 @@ def make_accelerator(config: TrainConfig):
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
         return Accelerator(**kwargs)
+
+
+def process_state():
+    """This process's ``accelerate.PartialState`` in a launch (one process: index 0 of 1), decided as the
+    trainer decides: on a machine without an accelerator the processes talk over gloo on the CPU."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=training_device() == "cpu")
