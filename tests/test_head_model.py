@@ -1,6 +1,8 @@
 """The whole head on tiny random models: shapes, gradients, checkpoints, identity checks, bad input."""
 
+import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -176,6 +178,19 @@ def test_lmm_with_other_layers_x_heads_is_rejected(head, capture):
 def test_sam_of_another_shape_is_rejected(head):
     with pytest.raises(ConfigError, match="prompt_width"):
         FLMMHead(head.config, sam_model=tiny_sam_model(width=16))
+
+
+def test_sam_of_the_same_shape_under_another_name_warns_at_the_callers_line(head):
+    named = dataclasses.replace(head.config, sam=dataclasses.replace(head.config.sam, name="org/sam-a"))
+    sam = tiny_sam_model()
+    sam.name_or_path = "org/sam-b"
+    with pytest.warns(UserWarning, match="'org/sam-a', running with 'org/sam-b'") as rec:
+        FLMMHead(named, sam_model=sam)
+    assert rec[0].filename == __file__  # points at the user's call, not inside flmm
+    sam.name_or_path = "elsewhere/sam-a"  # same checkpoint name in another folder: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FLMMHead(named, sam_model=sam)
 
 
 def test_nan_attention_raises_and_zero_attention_gives_finite_masks(head, capture):

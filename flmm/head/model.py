@@ -6,7 +6,6 @@ from the SAM checkpoint at load time. ``save_pretrained`` / ``from_pretrained`` 
 a local folder or a Hugging Face hub repo through ``huggingface_hub.ModelHubMixin``.
 """
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from flmm.errors import ConfigError, InputError, SpanError
 from flmm.geometry import GridGeometry
-from flmm.head.config import HeadConfig, SamIdentity, describe_lmm
+from flmm.head.checks import check_capture, check_lmm, check_maps, check_sam
+from flmm.head.config import HeadConfig, SamIdentity
 from flmm.head.hub import CONFIG_NAME, MODEL_CARD, WEIGHTS_NAME, checkpoint_files, load_sam
 from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
 from flmm.head.losses import canvas_targets, compute_losses, object_masks
@@ -92,73 +92,15 @@ class FLMMHead(
                     )
                 refiner = SamRefiner(sam_model)
             self.refiner = refiner
-            self._check_sam(config.sam, SamIdentity.from_model(refiner.sam))
+            check_sam(config.sam, SamIdentity.from_model(refiner.sam))
             self.language_cue = language_cue or LanguageCue(
                 lmm.num_layers, lmm.hidden_size, config.sam.prompt_width
-            )
-
-    # ------------------------------------------------------------------ identity checks
-    @staticmethod
-    def _check_sam(expected: SamIdentity, actual: SamIdentity) -> None:
-        diff = expected.mismatch(actual)
-        if diff:
-            raise ConfigError(
-                f"this head was trained with {expected.describe()} but got {actual.describe()} "
-                f"(differs in {', '.join(diff)}): load the SAM checkpoint the head was trained with"
-            )
-        if expected.name and actual.name and Path(expected.name).name != Path(actual.name).name:
-            warnings.warn(
-                f"head was trained with SAM {expected.name!r}, running with {actual.name!r} of the same shape",
-                stacklevel=3,
             )
 
     def check_compatible(self, lmm: LMMIdentity) -> None:
         """Raise :class:`ConfigError` naming both models when ``lmm`` does not fit this head (layers x heads,
         hidden size or number of visual grids differ)."""
-        mine = self.config.lmm
-        fields = ("num_layers", "num_heads", "hidden_size", "num_grids")
-        if any(int(getattr(mine, f)) != int(getattr(lmm, f)) for f in fields):
-            raise ConfigError(
-                f"this mask head was trained on LMM {describe_lmm(mine)}, but it is being used with "
-                f"{describe_lmm(lmm)}: load or train a head for that LMM"
-            )
-
-    def _check_maps(self, attentions: Sequence[torch.Tensor]) -> None:
-        lmm = self.config.lmm
-        if len(attentions) != lmm.num_grids:
-            raise ConfigError(
-                f"this head expects {lmm.num_grids} visual grid(s) per image (LMM {lmm.name!r}), the capture has "
-                f"{len(attentions)}: was it made with a different LMM?"
-            )
-        for a in attentions:
-            if a.dim() != 5 or (a.shape[1], a.shape[2]) != (lmm.num_layers, lmm.num_heads):
-                got = (
-                    f"{a.shape[1]} layers x {a.shape[2]} heads" if a.dim() == 5 else f"shape {tuple(a.shape)}"
-                )
-                raise ConfigError(
-                    f"this mask head was trained on LMM {describe_lmm(lmm)}, but the captured attentions have "
-                    f"{got}: load or train a head for that LMM"
-                )
-
-    def _check_capture(self, capture: CaptureResult) -> None:
-        lmm = self.config.lmm
-        self._check_maps(capture.attentions)
-        hs, last = capture.hidden_states, capture.last_hidden
-        if hs.dim() != 3 or tuple(hs.shape[1:]) != (lmm.num_layers, lmm.hidden_size):
-            raise ConfigError(
-                f"captured hidden states are {tuple(hs.shape)}, expected (T, {lmm.num_layers}, {lmm.hidden_size}) "
-                f"for LMM {describe_lmm(lmm)}"
-            )
-        if last.dim() != 2 or last.shape[1] != lmm.hidden_size or last.shape[0] != hs.shape[0]:
-            raise ConfigError(
-                f"captured last hidden states are {tuple(last.shape)}, expected ({hs.shape[0]}, {lmm.hidden_size}) "
-                f"for LMM {describe_lmm(lmm)}"
-            )
-        # a NaN here would silently become a NaN prompt token and a NaN mask
-        if not (torch.isfinite(hs).all() and torch.isfinite(last).all()):
-            raise InputError(
-                "captured hidden states contain NaN or inf: the LMM forward is broken (fp16 overflow?)"
-            )
+        check_lmm(self.config.lmm, lmm)
 
     # ------------------------------------------------------------------ parts
     @property
@@ -275,9 +217,9 @@ class FLMMHead(
             if not all(isinstance(o, ObjectFeatures) for o in objects):
                 raise InputError("a query without a capture needs ObjectFeatures objects, not token indices")
             for o in objects:
-                self._check_maps(o.attentions)  # type: ignore[union-attr, attr-defined]
+                check_maps(self.config.lmm, o.attentions)  # type: ignore[union-attr, attr-defined]
             return objects, q.geometries, q.keyword_hidden  # type: ignore[return-value]
-        self._check_capture(cap)
+        check_capture(self.config.lmm, cap)
         t = cap.hidden_states.shape[0]
         feats = []
         for obj in q.objects:
