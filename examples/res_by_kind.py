@@ -1,29 +1,44 @@
-"""Referring segmentation on the shapes world, broken down by expression kind.
+"""Where the shapes-world masks fail: referring segmentation by expression kind, narratives by segment kind.
 
-    python examples/res_by_kind.py --n 30            # the shipped model, 30 test scenes
+    python examples/res_by_kind.py --n 30                     # the shipped model, 30 test scenes
+    python examples/res_by_kind.py --n 30 --task narrative    # narrative segments: thing / plural / stuff
 
-``flmm eval shapes --tasks res`` reports one cIoU over all expressions; this example drives the same
-pieces by hand (the teacher-forced grounder of :mod:`flmm.evaluation` and the :class:`ShapesRES`
-samples) and splits the scores by what the expression uses to single out its thing: ``attribute``
-("the small yellow object"), ``location`` ("the left-most big star") or ``relation`` ("the star right
-of the small purple triangle"). cIoU = summed intersection / summed union over the group's expressions,
-gIoU = mean of per-expression IoUs, both on the image's pixels, for the refined and the decoder masks.
-``found`` = share of expressions whose mask overlaps a referred thing more than any other thing (an empty
-mask finds nothing): it tells a wrong thing (low ``found``) from a blurry right one (high ``found``, low
-IoU). ``several`` = share of single-thing expressions whose mask covers more than half of two or more
-things: a mask that found the class ("the squares") but did not pick the one asked for ("the LEFT-MOST
-square").
+``flmm eval shapes`` reports one score per task; this example drives the same pieces by hand (the
+teacher-forced grounder of :mod:`flmm.evaluation` and the :class:`ShapesRES` / :class:`ShapesNarratives`
+samples) and splits the scores. RES groups are what the expression uses to single out its thing:
+``attribute`` ("the small yellow object"), ``location`` ("the left-most big star") or ``relation`` ("the
+star right of the small purple triangle"); narrative groups are ``thing``, ``thing, plural`` and
+``stuff``. Columns, for the refined and the decoder masks (on the image's pixels):
+
+- ``cIoU`` = summed intersection / summed union over the group, ``gIoU`` = mean of per-object IoUs;
+- ``found`` = share of objects whose mask overlaps a referred thing more than any other thing (an empty
+  mask finds nothing): a wrong thing (low ``found``) against a blurry right one;
+- ``IoU | found`` = mean IoU of the found objects: how sharp the masks are where the thing is right;
+- ``several`` = share of single-thing objects whose mask covers more than half of two or more things: a
+  mask that found the class ("the squares") but not the member ("the LEFT-MOST square");
+- ``reachable`` = share of objects for which some 4-connected part of the decoder's mask, with every
+  part the U-Net found kept (``HeadConfig.part_threshold = -inf``), overlaps a referred thing most: what
+  a perfect part selector could reach. ``reachable - found (decoder)`` is what the selector's choice
+  costs. (Parts are taken on the image's pixels, where resampling can join two canvas parts.)
+
+Stuff segments have no thing to find: their ``found``, ``several`` and ``reachable`` are empty.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
-from flmm.data.shapes import ShapesRES
+from flmm.data.shapes import ShapesNarratives, ShapesRES
 from flmm.evaluation import build_grounder
 from flmm.pipeline.loading import load_parts
+
+STAGES = ("refined", "decoder")
 
 
 def found(mask: np.ndarray, thing_masks: np.ndarray, referred: tuple[int, ...]) -> bool:
@@ -39,11 +54,33 @@ def covers_several(mask: np.ndarray, thing_masks: np.ndarray) -> bool:
     return int((2 * inside > thing_masks.sum(axis=(1, 2))).sum()) >= 2
 
 
-def res_by_kind(grounder, split: str = "test", n: int = 30) -> dict[tuple[str, str], dict]:
-    """``{(kind, "refined" | "decoder"): {"n", "ciou", "giou", "found", "several"}}`` for ``n`` scenes of ``split``,
-    with an F-LMM ``grounder`` (:func:`flmm.evaluation.build_grounder`; its decoder masks are scored too)."""
-    data = ShapesRES(split, n)
-    sums: dict[tuple[str, str], list] = {}
+def reachable(mask: np.ndarray, thing_masks: np.ndarray, referred: tuple[int, ...]) -> bool:
+    """Is some 4-connected part of ``mask`` ``(H, W)`` :func:`found` on a ``referred`` thing?"""
+    labels, count = ndimage.label(mask)
+    return any(found(labels == k, thing_masks, referred) for k in range(1, count + 1))
+
+
+def _every_part_kept(grounder) -> Callable[..., np.ndarray]:
+    """``ground(question, answer, spans) -> (K, H, W)`` decoder masks with every U-Net part kept (the
+    head's part cut set to -inf for the call, then restored); the grounder's own decoder masks for a
+    head without a part selector."""
+    head = grounder.head
+
+    def ground(question: str, answer: str, spans) -> np.ndarray:
+        cut = head.config.part_threshold
+        head.config.part_threshold = -math.inf
+        try:
+            return grounder.ground_spans(question, answer, spans).extras["decoder_masks"]
+        finally:
+            head.config.part_threshold = cut
+
+    return ground
+
+
+def _objects(grounder, data) -> Iterator[tuple[str, Any, dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+    """Per object of ``data``: (group, the :class:`GroundedObject`, {stage: mask}, the decoder mask with
+    every part kept, the scene's thing masks)."""
+    all_parts = _every_part_kept(grounder)
     current = None
     for i in range(len(data)):
         sample = data[i]
@@ -51,46 +88,84 @@ def res_by_kind(grounder, split: str = "test", n: int = 30) -> dict[tuple[str, s
             grounder.set_image(sample.load_image())
             current = sample.meta["seed"]
             things = data.scene(current).thing_masks  # the dataset's cached scene: no second render
-        out = grounder.ground_spans(
-            grounder.question or sample.question, sample.answer, [o.spans for o in sample.objects]
-        )
-        gt, referred = sample.objects[0].get_mask(), sample.objects[0].ids
-        for stage, mask in (("refined", out.masks[0]), ("decoder", out.extras["decoder_masks"][0])):
-            inter, union = int(np.logical_and(mask, gt).sum()), int(np.logical_or(mask, gt).sum())
-            acc = sums.setdefault((sample.meta["kind"], stage), [0, 0, [], [], []])
-            acc[0] += inter
-            acc[1] += union
-            acc[2].append(inter / max(union, 1))
-            acc[3].append(found(mask, things, referred))
-            if len(referred) == 1:
-                acc[4].append(covers_several(mask, things))
-    return {
-        key: {
+        question = grounder.question or sample.question
+        spans = [o.spans for o in sample.objects]
+        out = grounder.ground_spans(question, sample.answer, spans)
+        every = all_parts(question, sample.answer, spans)
+        for j, obj in enumerate(sample.objects):
+            masks = {"refined": out.masks[j], "decoder": out.extras["decoder_masks"][j]}
+            if "kind" in sample.meta:
+                group = sample.meta["kind"]
+            else:
+                group = obj.category + (", plural" if obj.plural else "")
+            yield group, obj, masks, every[j], things
+
+
+def breakdown(grounder, data) -> dict[tuple[str, str], dict]:
+    """``{(group, "refined" | "decoder"): {"n", "ciou", "giou", "found", "iou_found", "several",
+    "reachable"}}`` over every object of ``data`` (a shapes dataset), with an F-LMM ``grounder``
+    (:func:`flmm.evaluation.build_grounder`; its decoder masks are scored too). Thing-only columns are
+    NaN for stuff groups; ``several`` is NaN for groups without single-thing objects."""
+    rows: dict[tuple[str, str], dict[str, list]] = {}
+    for group, obj, masks, every, things in _objects(grounder, data):
+        gt, referred, is_thing = obj.get_mask(), obj.ids, obj.category == "thing"
+        hit = reachable(every, things, referred) if is_thing else None
+        for stage, mask in masks.items():
+            r = rows.setdefault(
+                (group, stage), {k: [] for k in ("inter", "union", "found", "several", "reach")}
+            )
+            r["inter"].append(int(np.logical_and(mask, gt).sum()))
+            r["union"].append(int(np.logical_or(mask, gt).sum()))
+            if is_thing:
+                r["found"].append(found(mask, things, referred))
+                r["reach"].append(hit)
+                if len(referred) == 1:
+                    r["several"].append(covers_several(mask, things))
+    out = {}
+    for key, r in sorted(rows.items()):
+        inter, union = np.array(r["inter"]), np.array(r["union"])
+        ious = inter / np.maximum(union, 1)
+        hits = np.array(r["found"], dtype=bool)
+        out[key] = {
             "n": len(ious),
-            "ciou": inter / max(union, 1),
-            "giou": float(np.mean(ious)),
-            "found": float(np.mean(hits)),
-            "several": float(np.mean(several)) if several else float("nan"),
+            "ciou": float(inter.sum() / max(union.sum(), 1)),
+            "giou": float(ious.mean()),
+            "found": float(hits.mean()) if len(hits) else math.nan,
+            "iou_found": float(ious[hits].mean()) if hits.any() else math.nan,
+            "several": float(np.mean(r["several"])) if r["several"] else math.nan,
+            "reachable": float(np.mean(r["reach"])) if r["reach"] else math.nan,
         }
-        for key, (inter, union, ious, hits, several) in sorted(sums.items())
-    }
+    return out
+
+
+def res_by_kind(grounder, split: str = "test", n: int = 30) -> dict[tuple[str, str], dict]:
+    """:func:`breakdown` of the referring expressions of ``n`` scenes of ``split``, by expression kind."""
+    return breakdown(grounder, ShapesRES(split, n))
+
+
+def narrative_by_kind(grounder, split: str = "test", n: int = 30) -> dict[tuple[str, str], dict]:
+    """:func:`breakdown` of the narrative segments of ``n`` scenes of ``split``: thing, plural, stuff."""
+    return breakdown(grounder, ShapesNarratives(split, n))
+
+
+def _pct(x: float) -> str:
+    return "" if math.isnan(x) else f"{100 * x:.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="head folder (default: the shipped shapes-world head)")
+    p.add_argument("--task", choices=("res", "narrative"), default="res")
     p.add_argument("--split", default="test")
     p.add_argument("--n", type=int, default=30, help="scenes")
     a = p.parse_args(argv)
-    print(
-        "| kind | masks | expressions | cIoU | gIoU | found | several |\n| --- | --- | --- | --- | --- | --- | --- |"
-    )
+    cols = ("cIoU", "gIoU", "found", "IoU | found", "several", "reachable")
+    print(f"| group | masks | objects | {' | '.join(cols)} |\n|{' --- |' * (3 + len(cols))}")
     parts = load_parts(a.model, device="cpu")
-    for (kind, stage), m in res_by_kind(build_grounder("f-lmm", parts.lmm, parts.head), a.split, a.n).items():
-        print(
-            f"| {kind} | {stage} | {m['n']} | {100 * m['ciou']:.1f} | {100 * m['giou']:.1f} | {100 * m['found']:.1f} "
-            f"| {100 * m['several']:.1f} |"
-        )
+    run = res_by_kind if a.task == "res" else narrative_by_kind
+    for (group, stage), m in run(build_grounder("f-lmm", parts.lmm, parts.head), a.split, a.n).items():
+        values = [m[k] for k in ("ciou", "giou", "found", "iou_found", "several", "reachable")]
+        print(f"| {group} | {stage} | {m['n']} | {' | '.join(_pct(v) for v in values)} |")
 
 
 if __name__ == "__main__":
