@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,27 +60,22 @@ def reachable(mask: np.ndarray, thing_masks: np.ndarray, referred: tuple[int, ..
     return any(found(labels == k, thing_masks, referred) for k in range(1, count + 1))
 
 
-def _every_part_kept(grounder) -> Callable[..., np.ndarray]:
-    """``ground(question, answer, spans) -> (K, H, W)`` decoder masks with every U-Net part kept (the
-    head's part cut set to -inf for the call, then restored); the grounder's own decoder masks for a
-    head without a part selector."""
+def every_part_kept(grounder, question: str, answer: str, spans) -> np.ndarray:
+    """``(K, H, W)`` decoder masks of ``grounder.ground_spans(question, answer, spans)`` with every U-Net
+    part kept: the head's part cut is -inf for the call, then restored (a head without a part selector
+    keeps every part anyway)."""
     head = grounder.head
-
-    def ground(question: str, answer: str, spans) -> np.ndarray:
-        cut = head.config.part_threshold
-        head.config.part_threshold = -math.inf
-        try:
-            return grounder.ground_spans(question, answer, spans).extras["decoder_masks"]
-        finally:
-            head.config.part_threshold = cut
-
-    return ground
+    cut = head.config.part_threshold
+    head.config.part_threshold = -math.inf
+    try:
+        return grounder.ground_spans(question, answer, spans).extras["decoder_masks"]
+    finally:
+        head.config.part_threshold = cut
 
 
 def _objects(grounder, data) -> Iterator[tuple[str, Any, dict[str, np.ndarray], np.ndarray, np.ndarray]]:
     """Per object of ``data``: (group, the :class:`GroundedObject`, {stage: mask}, the decoder mask with
     every part kept, the scene's thing masks)."""
-    all_parts = _every_part_kept(grounder)
     current = None
     for i in range(len(data)):
         sample = data[i]
@@ -91,7 +86,7 @@ def _objects(grounder, data) -> Iterator[tuple[str, Any, dict[str, np.ndarray], 
         question = grounder.question or sample.question
         spans = [o.spans for o in sample.objects]
         out = grounder.ground_spans(question, sample.answer, spans)
-        every = all_parts(question, sample.answer, spans)
+        every = every_part_kept(grounder, question, sample.answer, spans)
         for j, obj in enumerate(sample.objects):
             masks = {"refined": out.masks[j], "decoder": out.extras["decoder_masks"][j]}
             if "kind" in sample.meta:
