@@ -38,8 +38,6 @@ from flmm.data.shapes import ShapesNarratives, ShapesRES
 from flmm.evaluation import build_grounder
 from flmm.pipeline.loading import load_parts
 
-STAGES = ("refined", "decoder")
-
 
 def found(mask: np.ndarray, thing_masks: np.ndarray, referred: tuple[int, ...]) -> bool:
     """Does ``mask`` ``(H, W)`` overlap one of the ``referred`` things most, among ``thing_masks``
@@ -60,11 +58,13 @@ def reachable(mask: np.ndarray, thing_masks: np.ndarray, referred: tuple[int, ..
     return any(found(labels == k, thing_masks, referred) for k in range(1, count + 1))
 
 
-def every_part_kept(grounder, question: str, answer: str, spans) -> np.ndarray:
+def every_part_kept(grounder, question: str, answer: str, spans, decoder_masks: np.ndarray) -> np.ndarray:
     """``(K, H, W)`` decoder masks of ``grounder.ground_spans(question, answer, spans)`` with every U-Net
-    part kept: the head's part cut is -inf for the call, then restored (a head without a part selector
-    keeps every part anyway)."""
+    part kept: the head's part cut is -inf for a second call, then restored. A head without a part
+    selector keeps every part already: its ``decoder_masks`` (from the first call) are returned."""
     head = grounder.head
+    if head.part_selector is None:
+        return decoder_masks
     cut = head.config.part_threshold
     head.config.part_threshold = -math.inf
     try:
@@ -86,13 +86,10 @@ def _objects(grounder, data) -> Iterator[tuple[str, Any, dict[str, np.ndarray], 
         question = grounder.question or sample.question
         spans = [o.spans for o in sample.objects]
         out = grounder.ground_spans(question, sample.answer, spans)
-        every = every_part_kept(grounder, question, sample.answer, spans)
+        every = every_part_kept(grounder, question, sample.answer, spans, out.extras["decoder_masks"])
         for j, obj in enumerate(sample.objects):
             masks = {"refined": out.masks[j], "decoder": out.extras["decoder_masks"][j]}
-            if "kind" in sample.meta:
-                group = sample.meta["kind"]
-            else:
-                group = obj.category + (", plural" if obj.plural else "")
+            group = sample.meta.get("kind") or obj.category + (", plural" if obj.plural else "")
             yield group, obj, masks, every[j], things
 
 

@@ -49,6 +49,17 @@ def test_reachable_is_found_by_some_connected_part():
     assert not reachable(np.zeros((8, 8), bool), things, (0,))
 
 
+def test_a_head_without_a_part_selector_needs_no_second_pass():
+    class NoSecondCall:
+        head = type("Head", (), {"part_selector": None})()
+
+        def ground_spans(self, *args):
+            raise AssertionError("the decoder masks already keep every part")
+
+    masks = np.ones((2, 4, 4), bool)
+    assert _example().every_part_kept(NoSecondCall(), "q", "a", [[(0, 1)]], masks) is masks
+
+
 def test_kinds_add_up_to_the_evaluation_of_the_same_scenes(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     module = _example()
