@@ -138,6 +138,43 @@ def test_scene_phase_lowers_the_concept_loss_and_reports_pair_f1(tmp_path):
     assert set(metrics) == {"val_pair_f1"} and 0.0 <= metrics["val_pair_f1"] <= 1.0
 
 
+def test_bind_phase_adds_the_colour_gated_shape_loss_of_the_probes(tmp_path):
+    from flmm.shapes.binding_loss import colour_gated_shape_loss
+    from flmm.shapes.concepts import SINGLE_CONCEPTS
+
+    model, processor = build_lmm(TINY, seed=1)
+    tower = model.model.vision_tower
+    objective = VisionWarmupObjective(tower, word_pool="max", bind_weight=2.0)
+    data = SceneImages(split_seeds("train", 8), processor.image_processor, 32, mix=False)
+    batch = collate_batch([data[i] for i in range(8)])
+    with torch.no_grad():
+        plain = objective(batch)
+        objective.bind = True
+        bound = objective(batch)
+        tokens = tower(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states[-1][:, 1:]
+        colours = objective.concept_probe(tokens)[..., : len(COLORS)]
+        shapes = objective.probe(tokens)[..., len(COLORS) : len(COLORS) + len(SHAPES)]
+        pairs = batch["concepts"][:, len(SINGLE_CONCEPTS) :].reshape(8, len(COLORS), len(SHAPES))
+        gated = colour_gated_shape_loss(colours, shapes, pairs)
+    assert gated is not None and "gated_shape_acc" not in plain
+    assert torch.allclose(bound["loss"], plain["loss"] + 2.0 * gated[0], atol=1e-5)
+    assert bound["gated_shape_acc"] == pytest.approx(float(gated[1]), abs=1e-6)
+    # the phase runs through the warm-up and reports the gated accuracy on held-out scenes
+    cfg = VisionWarmupConfig(phases=("scenes", "bind"), steps=(2, 2), batch_size=2, scenes=8)
+    acc = warm_up_vision(model, processor, cfg, split_seeds("train", 20), str(tmp_path))
+    assert acc is not None and 0.0 <= acc["val_gated_shape_acc"] <= 1.0
+    assert os.path.isfile(os.path.join(tmp_path, "vision", "1-bind", "warmup.safetensors"))
+    with pytest.raises(ConfigError, match="bind"):
+        VisionWarmupConfig(bind_weight=-1.0)
+    from flmm.shapes.train_lmm import parse_args
+
+    argv = ["--out", "x", "--vision-phases", "scenes,bind", "--vision-steps", "3,3", "--vision-lr", "1e-3"]
+    cfg = parse_args([*argv, "--bind-weight", "0.5"])[0]
+    assert cfg.vision.phases == ("scenes", "bind") and cfg.vision.bind_weight == 0.5
+    with pytest.raises(SystemExit):
+        parse_args([*argv, "--bind-weight", "-1"])
+
+
 def test_a_few_steps_lower_the_loss(tmp_path):
     model, processor = build_lmm(TINY, seed=1)
     objective = VisionWarmupObjective(model.model.vision_tower)

@@ -108,6 +108,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool, str
         help="weight of the token-address loss in the warm-up's 'relations' phase",
     )
     p.add_argument(
+        "--bind-weight",
+        type=float,
+        default=d.vision.bind_weight,
+        help="weight of the colour-gated shape loss in the warm-up's 'bind' phase",
+    )
+    p.add_argument(
         "--vision-word-pool",
         choices=WORD_POOLS,
         default=d.vision.word_pool,
@@ -163,10 +169,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[LMMStageConfig, bool, str
             lr=lrs[0] if len(lrs) == 1 else lrs,
             relation_weight=a.relation_weight,
             address_weight=a.address_weight,
+            bind_weight=a.bind_weight,
             word_pool=a.vision_word_pool,
         )
     except ConfigError as e:
-        p.error(f"{e} (--vision-phases, --vision-steps, --vision-lr, --relation-weight, --address-weight)")
+        p.error(
+            f"{e} (--vision-phases, --vision-steps, --vision-lr, --relation-weight, --address-weight, --bind-weight)"
+        )
     try:
         data = replace(
             d.data,

@@ -28,6 +28,10 @@ in the tokens, which the pooled losses above let the tower forget: every token n
 address (``address_weight``; the same target for every image) and a probe answers the scenes' relation
 questions from the tokens (``relation_weight``; read from the question's text and its yes / no).
 
+Phase ``bind`` is phase ``scenes`` plus :func:`flmm.shapes.binding_loss.colour_gated_shape_loss`
+(``bind_weight``): every token that shows a colour the caption pairs with one shape must name that shape,
+so that the shape is said where the thing is, not only somewhere in the image.
+
 Each phase is a run of :class:`flmm.train.Trainer` in ``<out>/vision/<k>-<phase>``, resumable, and writes
 ``warmup.safetensors`` (the tower as ``tower.*`` and both probes) when done; with ``resume`` a finished
 phase is loaded instead of re-run.
@@ -45,6 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from flmm.errors import ConfigError
+from flmm.shapes.binding_loss import colour_gated_shape_loss
 from flmm.shapes.concepts import CONCEPTS, SINGLE_CONCEPTS
 from flmm.shapes.lmm import feature_layers, token_grid, world_patch
 from flmm.shapes.relations import RelationProbe, TokenAddress
@@ -58,12 +63,14 @@ from flmm.shapes.warmup_data import (
     word_labels,
 )
 from flmm.train import TrainConfig, Trainer
-from flmm.world import split_seeds
+from flmm.world import COLORS, SHAPES, split_seeds
 
-SCENE_PLACEMENTS = ("scenes", "relations")  # whole-scene phases (SceneImages)
+SCENE_PLACEMENTS = ("scenes", "relations", "bind")  # whole-scene phases (SceneImages)
 PLACEMENTS = (*SINGLE_PLACEMENTS, *SCENE_PLACEMENTS)
 WORD_POOLS = ("mean", "max")  # how the word probe reads the patch tokens (VisionWarmupConfig.word_pool)
-_PAIRS = slice(len(SINGLE_CONCEPTS), len(CONCEPTS))  # the colour-shape pairs within CONCEPTS
+_PAIRS = slice(len(SINGLE_CONCEPTS), len(CONCEPTS))  # the colour-shape pairs within CONCEPTS (colour-major)
+_COLOURS = slice(0, len(COLORS))  # the colours within CONCEPTS, and within the word probe's outputs
+_SHAPES = slice(len(COLORS), len(COLORS) + len(SHAPES))  # the shapes within the word probe's outputs
 
 
 @dataclass
@@ -81,6 +88,7 @@ class VisionWarmupConfig:
         concept_weight: weight of the whole-scene concept loss (phase ``scenes``) against the word loss.
         relation_weight: weight of the relation-question loss (phase ``relations``).
         address_weight: weight of the token-address loss (phase ``relations``).
+        bind_weight: weight of the colour-gated shape loss (phase ``bind``).
         word_pool: how the word probe reads the patch tokens: ``"mean"`` (the probe sees the mean
             token) or ``"max"`` (the shipped warm-up: it scores every token and keeps each word's best,
             so that one token must show the thing's shape on its own).
@@ -95,6 +103,7 @@ class VisionWarmupConfig:
     concept_weight: float = 0.1
     relation_weight: float = 1.0
     address_weight: float = 1.0
+    bind_weight: float = 1.0
     word_pool: str = "mean"
 
     def __post_init__(self) -> None:
@@ -110,10 +119,10 @@ class VisionWarmupConfig:
             )
         if any(n < 1 for n in self.steps):
             raise ConfigError(f"vision warm-up: step counts must be positive, got {self.steps}")
-        weights = (self.concept_weight, self.relation_weight, self.address_weight)
+        weights = (self.concept_weight, self.relation_weight, self.address_weight, self.bind_weight)
         if min(weights) < 0:
             raise ConfigError(
-                f"vision warm-up: loss weights must be >= 0, got {weights} (concept, relation, address)"
+                f"vision warm-up: loss weights must be >= 0, got {weights} (concept, relation, address, bind)"
             )
         if not self.phases:  # off: nothing to check
             return
@@ -158,12 +167,16 @@ class VisionWarmupObjective(nn.Module):
     * ``relations (B, R, FIELDS)``, when in the batch: ``relation_weight`` x the BCE of
       ``relation_probe`` (:class:`flmm.shapes.relations.RelationProbe`) on the patch tokens, plus
       ``address_weight`` x the token-address loss of ``address_probe`` (:class:`~flmm.shapes.relations.TokenAddress`).
+    * with ``bind`` set (phase ``bind``) and ``concepts`` in the batch: ``bind_weight`` x
+      :func:`flmm.shapes.binding_loss.colour_gated_shape_loss`, the concept probe's per-token colours
+      weighing the word probe's per-token shapes.
 
     Args:
         tower: the LLaVA model's ``vision_tower`` (a ``CLIPVisionModel``), trained in place.
         feature_layer: LLaVA's ``vision_feature_layer`` (the hidden state its projector reads).
         concept_weight: weight of the concept loss.
-        relation_weight, address_weight: weights of the relation and token-address losses.
+        relation_weight, address_weight, bind_weight: weights of the relation, token-address and
+            colour-gated shape losses.
         word_pool: ``"mean"`` or ``"max"`` (see :class:`VisionWarmupConfig`).
     """
 
@@ -175,12 +188,19 @@ class VisionWarmupObjective(nn.Module):
         relation_weight: float = 1.0,
         address_weight: float = 1.0,
         word_pool: str = "mean",
+        bind_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if word_pool not in WORD_POOLS:
             raise ConfigError(f"word_pool must be one of {WORD_POOLS}, got {word_pool!r}")
         self.tower, self.feature_layer, self.word_pool = tower, feature_layer, word_pool
-        self.weights = {"concept": concept_weight, "relation": relation_weight, "address": address_weight}
+        self.weights = {
+            "concept": concept_weight,
+            "relation": relation_weight,
+            "address": address_weight,
+            "bind": bind_weight,
+        }
+        self.bind = False  # phase "bind": the colour-gated shape loss is on
         hidden = int(tower.config.hidden_size)
         self.probe = nn.Linear(hidden, sum(len(g) for g in GROUPS))
         self.concept_probe = nn.Linear(hidden, len(CONCEPTS))
@@ -220,12 +240,20 @@ class VisionWarmupObjective(nn.Module):
         if "concepts" in batch:
             rows = batch["concepts"][:, 0] >= 0
             if rows.any():
-                scores = self.concept_probe(tokens[rows]).amax(1).float()  # (b, C): "some token shows it"
+                per_token = self.concept_probe(tokens[rows])  # (b, N, C)
+                scores = per_token.amax(1).float()  # (b, C): "some token shows it"
                 target = batch["concepts"][rows]
                 # summed over concepts (a mean over ~70 mostly-absent concepts would leave it no weight)
                 bce = F.binary_cross_entropy_with_logits(scores, target, reduction="sum") / len(target)
                 losses.append(self.weights["concept"] * bce)
                 out["pair_f1"] = _f1(scores[:, _PAIRS] > 0, target[:, _PAIRS] > 0.5)
+                if self.bind:
+                    pairs = target[:, _PAIRS].reshape(len(target), len(COLORS), len(SHAPES))
+                    shapes = self.probe(tokens[rows])[..., _SHAPES]
+                    gated = colour_gated_shape_loss(per_token[..., _COLOURS], shapes, pairs)
+                    if gated is not None:
+                        losses.append(self.weights["bind"] * gated[0])
+                        out["gated_shape_acc"] = gated[1]
         if "relations" in batch:
             answered = self.relation_probe(tokens, batch["relations"])
             if answered is not None:
@@ -293,7 +321,13 @@ def warm_up_vision(
     )
     seeds = seeds[: cfg.scenes]
     objective = VisionWarmupObjective(
-        tower, layer, cfg.concept_weight, cfg.relation_weight, cfg.address_weight, cfg.word_pool
+        tower,
+        layer,
+        concept_weight=cfg.concept_weight,
+        relation_weight=cfg.relation_weight,
+        address_weight=cfg.address_weight,
+        word_pool=cfg.word_pool,
+        bind_weight=cfg.bind_weight,
     )
     accuracy: dict[str, float] | None = {} if not cfg.phases else None
     for k, (placement, steps, lr) in enumerate(zip(cfg.phases, cfg.steps, cfg.phase_lrs())):
@@ -303,6 +337,7 @@ def warm_up_vision(
             objective.load_phase(done)
             accuracy = None
             continue
+        objective.bind = placement == "bind"
         if placement in SCENE_PLACEMENTS:
             data: SingleThingImages | SceneImages = SceneImages(
                 seeds, processor.image_processor, patch, relations=placement == "relations"
