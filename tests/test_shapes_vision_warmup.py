@@ -138,13 +138,14 @@ def test_scene_phase_lowers_the_concept_loss_and_reports_pair_f1(tmp_path):
     assert set(metrics) == {"val_pair_f1"} and 0.0 <= metrics["val_pair_f1"] <= 1.0
 
 
-def test_bind_phase_adds_the_colour_gated_shape_loss_of_the_probes(tmp_path):
+@pytest.mark.parametrize("word_pool", ["max", "mean"])
+def test_bind_phase_adds_the_colour_gated_shape_loss_of_the_probes(tmp_path, word_pool):
     from flmm.shapes.binding_loss import colour_gated_shape_loss
     from flmm.shapes.concepts import SINGLE_CONCEPTS
 
     model, processor = build_lmm(TINY, seed=1)
     tower = model.model.vision_tower
-    objective = VisionWarmupObjective(tower, word_pool="max", bind_weight=2.0)
+    objective = VisionWarmupObjective(tower, word_pool=word_pool, bind_weight=2.0)
     data = SceneImages(split_seeds("train", 8), processor.image_processor, 32, mix=False)
     batch = collate_batch([data[i] for i in range(8)])
     with torch.no_grad():
@@ -160,7 +161,9 @@ def test_bind_phase_adds_the_colour_gated_shape_loss_of_the_probes(tmp_path):
     assert torch.allclose(bound["loss"], plain["loss"] + 2.0 * gated[0], atol=1e-5)
     assert bound["gated_shape_acc"] == pytest.approx(float(gated[1]), abs=1e-6)
     # the phase runs through the warm-up and reports the gated accuracy on held-out scenes
-    cfg = VisionWarmupConfig(phases=("scenes", "bind"), steps=(2, 2), batch_size=2, scenes=8)
+    cfg = VisionWarmupConfig(
+        phases=("scenes", "bind"), steps=(2, 2), batch_size=2, scenes=8, word_pool=word_pool
+    )
     acc = warm_up_vision(model, processor, cfg, split_seeds("train", 20), str(tmp_path))
     assert acc is not None and 0.0 <= acc["val_gated_shape_acc"] <= 1.0
     assert os.path.isfile(os.path.join(tmp_path, "vision", "1-bind", "warmup.safetensors"))

@@ -225,8 +225,10 @@ class VisionWarmupObjective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         states = self.tower(pixel_values=batch["pixel_values"], output_hidden_states=True).hidden_states
         tokens = states[self.feature_layer][:, 1:]  # (B, N, hidden)
-        if self.word_pool == "max":
-            logits = self.probe(tokens).amax(1)  # (B, words): each word's best token
+        # (B, N, words) per-token word logits, when the max pool or phase "bind" reads them
+        per_token_words = self.probe(tokens) if self.word_pool == "max" or self.bind else None
+        if per_token_words is not None and self.word_pool == "max":
+            logits = per_token_words.amax(1)  # (B, words): each word's best token
         else:
             logits = self.probe(tokens.mean(1))
         losses, out, start = [], {}, 0
@@ -247,9 +249,9 @@ class VisionWarmupObjective(nn.Module):
                 bce = F.binary_cross_entropy_with_logits(scores, target, reduction="sum") / len(target)
                 losses.append(self.weights["concept"] * bce)
                 out["pair_f1"] = _f1(scores[:, _PAIRS] > 0, target[:, _PAIRS] > 0.5)
-                if self.bind:
+                if self.bind and per_token_words is not None:
                     pairs = target[:, _PAIRS].reshape(len(target), len(COLORS), len(SHAPES))
-                    shapes = self.probe(tokens[rows])[..., _SHAPES]
+                    shapes = per_token_words[rows][..., _SHAPES]
                     gated = colour_gated_shape_loss(per_token[..., _COLOURS], shapes, pairs)
                     if gated is not None:
                         losses.append(self.weights["bind"] * gated[0])
