@@ -1,14 +1,13 @@
 """Train a finished shapes LMM's language side for more steps, on conversations its stage never used.
 
     python examples/continue_lmm.py --steps 800 --out runs/lm800
-    python examples/continue_lmm.py --steps 800 --out runs/lm1600 --seeds 80000:100000 \
-        --checkpoint runs/lm800/run/checkpoints/step_00000800/trainable.safetensors
+    python examples/continue_lmm.py --steps 800 --out runs/lm1600 --seeds 80000:100000 --previous runs/lm800
 
 The LMM stage's own objective and trainer (:func:`flmm.shapes.train_lmm.lm_stage_trainer`: next-token
 loss plus the concept aid), projector and Llama trainable, the vision tower frozen, one fresh cosine
 cycle at ``--lr``. Conversations come from training scenes ``--seeds`` (the shipped stage used the
-first 60,000; the default range comes after them). ``--checkpoint`` continues from a previous run's
-fp32 ``trainable.safetensors`` instead of the folder's fp16 weights. Writes ``OUT/run`` (the trainer's
+first 60,000; the default range comes after them). ``--previous`` continues from a previous run's last
+checkpoint (fp32) instead of the folder's fp16 weights. Writes ``OUT/run`` (the trainer's
 folder), ``OUT/hf`` (the LMM, fp16, with the base's ``stage_config.json`` and this run's
 ``continuation.json``; loadable by ``FrozenLMM.from_pretrained`` and ``train_head --lmm``)
 and prints the held-out QA accuracy on ``--eval-scenes`` `val` scenes.
@@ -35,6 +34,7 @@ from flmm.shapes.lmm_data import ShapesChatDataset
 from flmm.shapes.lmm_eval import qa_accuracy
 from flmm.shapes.lmm_stage_config import LMMStageConfig
 from flmm.shapes.train_lmm import lm_stage_trainer
+from flmm.train.checkpoint import latest_checkpoint, load_trainable_state_dict
 from flmm.world import split_seeds
 
 
@@ -49,29 +49,30 @@ def seed_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
-def load_trainable(model: torch.nn.Module, checkpoint: str) -> int:
-    """Load the LMM tensors of a trainer checkpoint (keys ``lmm.*``) into ``model``; returns their count."""
-    if not os.path.isfile(checkpoint):
-        raise ConfigError(f"no checkpoint file at {checkpoint!r} (expected .../trainable.safetensors)")
-    state = {k.removeprefix("lmm."): v for k, v in load_file(checkpoint).items() if k.startswith("lmm.")}
-    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
-    if not state or unexpected:
-        raise ConfigError(f"{checkpoint!r} holds no tensors of this LMM (unexpected: {unexpected[:3]})")
-    return len(state)
+def load_previous(model: torch.nn.Module, previous: str) -> None:
+    """Load the LMM tensors of the last checkpoint of a previous continuation (its ``OUT`` folder) into
+    ``model``, whose trainable parameters (projector and Llama; the tower frozen) must match them."""
+    step = latest_checkpoint(os.path.join(previous, "run"))
+    if step is None:
+        raise ConfigError(f"no checkpoint under {previous!r}/run: pass the OUT folder of a finished run")
+    tensors = load_file(os.path.join(step, "trainable.safetensors"))
+    load_trainable_state_dict(
+        model, {k.removeprefix("lmm."): v for k, v in tensors.items() if k.startswith("lmm.")}
+    )
 
 
 def continue_lmm(
     lmm: str, out: str, steps: int, seeds: tuple[int, int], lr: float = 3e-4, batch_size: int = 16,
-    checkpoint: str | None = None, eval_scenes: int = 120, progress_bar: bool = True,
+    previous: str | None = None, eval_scenes: int = 120, progress_bar: bool = True,
 ) -> dict[str, float]:  # fmt: skip
     """Train ``steps`` more LM steps and export ``out/hf``; returns val QA (``qa_acc*``, in [0, 1])."""
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
     folder = str(resolve(lmm))
     model, processor = load_lmm(folder, attn_implementation="eager")
-    if checkpoint:
-        load_trainable(model, checkpoint)
     model.model.vision_tower.requires_grad_(False)
+    if previous:
+        load_previous(model, previous)
     cfg = LMMStageConfig()
     loop = replace(
         cfg.train, output_dir=os.path.join(out, "run"), max_steps=steps, lr=lr, batch_size=batch_size,
@@ -89,7 +90,7 @@ def continue_lmm(
     stage_config = os.path.join(folder, "stage_config.json")
     if os.path.isfile(stage_config):  # the base's recipe, and beside it what this run added
         shutil.copy(stage_config, hf)
-    added = {"base": lmm, "checkpoint": checkpoint, "seeds": [lo, hi], "train": loop.to_dict()}
+    added = {"base": lmm, "previous": previous, "seeds": [lo, hi], "train": loop.to_dict()}
     with open(os.path.join(hf, "continuation.json"), "w") as f:
         json.dump(added, f, indent=2)
     if not eval_scenes:
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="60000:80000", help="training scenes START:END of the conversations")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--checkpoint", default=None, help="a previous run's trainable.safetensors")
+    p.add_argument(
+        "--previous", default=None, help="OUT of a previous run: continue from its last checkpoint"
+    )
     p.add_argument("--eval-scenes", type=int, default=120, help="val scenes for QA (0: skip)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = p.parse_args(argv)
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     qa = continue_lmm(
         a.lmm, a.out, a.steps, seed_range(a.seeds), lr=a.lr, batch_size=a.batch_size,
-        checkpoint=a.checkpoint, eval_scenes=a.eval_scenes,
+        previous=a.previous, eval_scenes=a.eval_scenes,
     )  # fmt: skip
     scores = {k: round(100 * v, 1) for k, v in qa.items()}
     print(json.dumps({"minutes": round((time.time() - start) / 60, 1), **scores}))

@@ -37,13 +37,13 @@ def test_continuing_trains_the_language_side_only_and_exports_a_loadable_lmm(tmp
     assert added["seeds"] == [60000, 60008] and added["train"]["max_steps"] == 2
     assert FrozenLMM.from_pretrained(str(out / "hf")).identity.family == "llava"
 
-    # a second run continues from the first one's fp32 checkpoint
-    checkpoint = next((out / "run" / "checkpoints").glob("step_*/trainable.safetensors"))
+    # a second run continues from the first one's last (fp32) checkpoint
     second = tmp_path / "lm2"
     argv = ["--out", str(second), "--steps", "1", "--batch-size", "2", "--seeds", "60008:60012",
-            "--eval-scenes", "0", "--checkpoint", str(checkpoint)]  # fmt: skip
+            "--eval-scenes", "0", "--previous", str(out)]  # fmt: skip
     assert module.main(argv) == 0
     assert (second / "hf" / "model.safetensors").is_file()
+    assert json.loads((second / "hf" / "continuation.json").read_text())["previous"] == str(out)
 
 
 @pytest.mark.parametrize("seeds", ["80000", "9:3", "a:b"])
@@ -53,7 +53,7 @@ def test_a_bad_seed_range_is_refused_with_the_form_it_needs(seeds):
         module.seed_range(seeds)
 
 
-def test_a_missing_checkpoint_is_refused_before_training(tmp_path):
+def test_a_previous_run_without_checkpoints_is_refused_before_training(tmp_path):
     module = load_example("continue_lmm")
-    with pytest.raises(ConfigError, match="trainable.safetensors"):
-        module.continue_lmm("flmm:shapes/lmm", str(tmp_path), 1, (0, 4), checkpoint=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        module.continue_lmm("flmm:shapes/lmm", str(tmp_path / "out"), 1, (0, 4), previous=str(tmp_path / "x"))
