@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from flmm.errors import FlmmError, InputError, SpanError
 from flmm.image import ImageLike, load_image
@@ -27,6 +28,10 @@ from flmm.lmm.capture import ATTN_IMPLEMENTATION, capture
 from flmm.lmm.messages import validate_messages
 from flmm.lmm.registry import adapter_class_for
 from flmm.lmm.types import CaptureResult, LMMIdentity
+
+#: ``generate``'s name for the key/value cache, in and out: newer transformers 5 releases call it
+#: ``cache`` (``past_key_values`` still works there but warns), earlier ones ``past_key_values``
+CACHE_KWARG = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass
@@ -237,7 +242,7 @@ class FrozenLMM:
             return Generation(tok.decode(ids, skip_special_tokens=True), ids, None)
         # capture indexes keys by absolute position: a cache whose sliding-window layers drop old keys
         # (Gemma3, ...) would shift that axis, so keep every key; the model's masks still apply the window
-        kwargs.setdefault("past_key_values", DynamicCache())
+        kwargs.setdefault(CACHE_KWARG, DynamicCache())
         with self._capture_ctx(enc.key_index[None], from_position=prompt_len) as state:
             out = self.model.generate(
                 **inputs, streamer=streamer, return_dict_in_generate=True, use_cache=True, **kwargs
@@ -250,7 +255,7 @@ class FrozenLMM:
                 self.model.generate(
                     input_ids=seq,
                     attention_mask=torch.ones_like(seq),
-                    past_key_values=out.past_key_values,
+                    **{CACHE_KWARG: getattr(out, CACHE_KWARG)},
                     max_new_tokens=1,
                     do_sample=False,
                     pad_token_id=kwargs.get("pad_token_id"),
