@@ -12,7 +12,8 @@ folder), ``OUT/hf`` (the LMM, fp16, with the base's ``stage_config.json`` and th
 ``continuation.json``; loadable by ``FrozenLMM.from_pretrained`` and ``train_head --lmm``)
 and prints the held-out QA accuracy on ``--eval-scenes`` `val` scenes.
 
-docs/training-log.md, sessions 23-24: the shipped LMM + 800 / 1600 steps, and the heads trained on them.
+docs/training-log.md, sessions 23-25: the shipped LMM + 800 / 1600 steps (session 25: 1600 at --batch-size 8),
+and the heads trained on them.
 """
 
 from __future__ import annotations
