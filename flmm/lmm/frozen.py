@@ -242,7 +242,8 @@ class FrozenLMM:
             return Generation(tok.decode(ids, skip_special_tokens=True), ids, None)
         # capture indexes keys by absolute position: a cache whose sliding-window layers drop old keys
         # (Gemma3, ...) would shift that axis, so keep every key; the model's masks still apply the window
-        kwargs.setdefault(CACHE_KWARG, DynamicCache())
+        if not {"cache", "past_key_values"} & kwargs.keys():  # a cache the caller passed is kept
+            kwargs[CACHE_KWARG] = DynamicCache()
         with self._capture_ctx(enc.key_index[None], from_position=prompt_len) as state:
             out = self.model.generate(
                 **inputs, streamer=streamer, return_dict_in_generate=True, use_cache=True, **kwargs
