@@ -16,23 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.stage_processes import STAGES
-from benchmarks.stage_workers import seconds_per_step
-from flmm.shapes.train_all import launch_command
-
-
-def run(batch_size: int, steps: int, processes: int, out: Path) -> float:
-    """Seconds per step of ``steps`` LMM-stage steps at global ``batch_size``."""
-    module, *args = STAGES["lmm"]
-    args += ["--out", str(out), "--steps", str(steps), "--batch-size", str(batch_size)]
-    cmd, env = launch_command(module, args, processes)
-    env.update(OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return seconds_per_step(out / "log.jsonl")
+from benchmarks.stage_processes import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):
             for b in sizes:
-                times[b].append(run(b, a.steps, a.processes, Path(tmp) / f"b{b}-{r}"))
+                out = Path(tmp) / f"b{b}-{r}"
+                times[b].append(run_stage("lmm", a.processes, a.steps, out, ["--batch-size", str(b)]))
     per_step = {b: sum(t) / len(t) for b, t in times.items()}
     ref = sizes[0]
     result = {

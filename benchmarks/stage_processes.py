@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.stage_workers import parse_stages, seconds_per_step
@@ -67,10 +68,11 @@ def _length(stage: str, steps: int) -> list[str]:
     return ["--steps", str(steps)]
 
 
-def run_stage(stage: str, processes: int, steps: int, out: Path) -> float:
-    """Run ``stage`` as ``processes`` processes (two torch threads in all); seconds per step."""
+def run_stage(stage: str, processes: int, steps: int, out: Path, extra: Sequence[str] = ()) -> float:
+    """Run ``stage`` as ``processes`` processes (two torch threads in all), with ``extra`` flags for its
+    CLI; seconds per step."""
     module, *args = STAGES[stage]
-    args += ["--out", str(out), *_length(stage, steps)]
+    args += ["--out", str(out), *_length(stage, steps), *extra]
     if processes == 1:
         cmd, env = [sys.executable, "-m", module, *args], {**os.environ, "OMP_NUM_THREADS": "2"}
     else:
