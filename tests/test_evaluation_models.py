@@ -68,7 +68,8 @@ def _task(results, prefix):
 
 def test_shapes_end_to_end(grounder):
     res = evaluate("shapes", grounder, n=2, limit=2, tasks=",".join(SHAPES_TASKS), **FAST)
-    assert {t["kind"] for t in res["tasks"].values()} == {"res", "narrative", "reasonseg", "gcg", "qa"}
+    kinds = {t["kind"] for t in res["tasks"].values()}
+    assert kinds == {"res", "narrative", "reasonseg", "gcg", "qa", "presence"}
     assert res["method"] == "f-lmm" and res["chat_preserved"] is True
     r = _task(res, "res/")
     assert set(r["metrics"]) == {"refined", "decoder"}  # the tiny head has a SAM refiner
@@ -87,7 +88,17 @@ def test_shapes_end_to_end(grounder):
         values = [v for m in groups for v in _fractions(m) if v is not None]
         assert values and all(0.0 <= v <= 1.0 for v in values), task["dataset"]
     table = markdown_table(res)
-    for heading in ("Referring", "Narrative", "Keyword", "Reasoning", "Grounded conversation", "Chat"):
+    assert _task(res, "presence/")["metrics"]["score"]["count"] == 2
+    headings = (
+        "Referring",
+        "Narrative",
+        "Keyword",
+        "Reasoning",
+        "Grounded conversation",
+        "Expressions",
+        "Chat",
+    )
+    for heading in headings:
         assert f"### {heading}" in table
 
 

@@ -71,12 +71,17 @@ def test_head_stage_stores_the_calibrated_threshold(tmp_path):
     chosen = next(r for r in summary["keyword_sweep"] if r["threshold"] == summary["keyword_threshold"])
     assert chosen["span_exact_f1"] == best
     assert saved["lmm"]["name"] == "flmm:shapes/lmm"  # portable names, not resolved paths
+    # the presence check is stored with the bias calibrated on val phrases that are and are not there
+    assert saved["presence"]["question"] == "is there {indefinite} ?"
+    assert saved["presence"]["bias"] == summary["presence"]["bias"]
+    assert summary["presence"]["absent"] > 0 and summary["presence"]["present"] > 0
     # the stage's sizes reach the head
     assert (saved["decoder_width"], saved["decoder_cue_width"], saved["canvas_size"]) == (8, 4, 32)
     shipped = json.loads(SHIPPED_HEAD_CONFIG.read_text())
     defaults = HeadStageConfig()
     for key in ("decoder_width", "decoder_cue_width", "part_selector", "canvas_size"):  # = the shipped head
         assert getattr(defaults, key) == shipped[key], key
+    assert defaults.presence_question == shipped["presence"]["question"]
 
 
 @pytest.mark.parametrize("flag", [["--decoder-cue-width", "-1"], ["--decoder-width", "0"]])

@@ -21,7 +21,7 @@ EXIT_CHAT_CHANGED = 3
 # spelled out so that building the parser does not import the evaluation package (a test keeps these
 # equal to flmm.evaluation.BENCHMARKS and SHAPES_TASKS)
 BENCHMARK_NAMES = ("shapes", "refcoco", "png", "reasonseg", "gcg")
-SHAPES_TASK_NAMES = ("res", "png", "keywords", "gcg", "qa", "reason")
+SHAPES_TASK_NAMES = ("res", "png", "keywords", "gcg", "qa", "reason", "absent")
 
 
 def load_grounder(args: argparse.Namespace) -> Any:

@@ -67,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         for obj in g.to_dict()["objects"]:
             note = "" if obj["kept"] else f"  (below {g.min_score:.2f}: no mask)"
+            if "presence" in obj:  # the LMM's own answer to "is it there?" caps the score
+                note = f"  LMM says there: {obj['presence']:.3f}{note}"
             print(f"{obj['phrase']}: score {obj['score']:.3f} box {obj['box']} area {obj['area']} px{note}")
     if args.masks_out:
         g.save_masks(args.masks_out)

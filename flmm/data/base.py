@@ -45,7 +45,7 @@ class GroundingDataset(Dataset):
     Subclasses fill ``self._items`` at construction and implement :meth:`_build` (index -> lazy
     sample, may raise :class:`SkipSample`). With ``check=True`` (default) ``__getitem__`` also decodes
     the image (kept in ``sample.image_loader``) and every mask, verifies their sizes, and drops objects
-    whose mask is empty; a sample left without objects is skipped. With ``check=False`` samples are
+    whose mask is empty (unless :attr:`keep_empty_masks`); a sample left without objects is skipped. With ``check=False`` samples are
     returned lazily and unverified (fast scanning of the annotations).
 
     ``dataset[i]`` on a bad sample returns the next good one (wrapping around) so a DataLoader never
@@ -53,6 +53,8 @@ class GroundingDataset(Dataset):
     """
 
     name = "dataset"
+    #: keep objects whose mask is empty (an expression that denotes nothing: its target is no mask)
+    keep_empty_masks = False
 
     def __init__(self, *, check: bool = True, require_objects: bool = True) -> None:
         self.check = check
@@ -147,7 +149,7 @@ class GroundingDataset(Dataset):
                 continue
             if m.shape != hw or (ign is not None and ign.shape != hw):
                 raise SkipSample("mask_size_mismatch", f"{sample.sample_id}: mask {m.shape}, image {hw}")
-            if not m.any():
+            if not m.any() and not self.keep_empty_masks:
                 self._skip("empty_mask", f"{sample.sample_id} object {obj.ids}")
                 continue
             kept.append(obj)

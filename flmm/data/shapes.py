@@ -11,7 +11,10 @@ Datasets:
     ``mode="question"`` the question, with an empty answer as in ReasonSeg).
   * :class:`ShapesNarratives`: one narrative per scene, one object per grounded phrase (thing/stuff,
     plural unions).
-  * :class:`ShapesRefNarratives`: the paper's recipe: a scene's expressions joined with ``" ; "``.
+  * :class:`ShapesRefNarratives`: the paper's recipe: a scene's expressions joined with ``" ; "``
+    (optionally with expressions that denote nothing, whose target is an empty mask).
+  * :class:`ShapesPresence`: the RES expressions beside expressions that denote nothing (empty masks),
+    one per sample: does the grounder's score tell them apart?
   * :class:`ShapesQA`: question/answer pairs without masks (for checking the LMM's answers).
 """
 
@@ -26,7 +29,7 @@ from flmm.data.spans import join_expressions
 from flmm.data.types import GroundedObject, GroundingSample
 from flmm.errors import ConfigError, NotReadyError
 
-_TASK_SALT = {"res": 1, "narrative": 2, "refnarrative": 1, "qa": 3}
+_TASK_SALT = {"res": 1, "narrative": 2, "refnarrative": 1, "qa": 3, "absent": 4}
 
 
 def _world() -> Any:
@@ -91,6 +94,11 @@ class _ShapesBase(GroundingDataset):
             },
             image_loader=_Const(image),
         )
+
+
+def _absent(world: Any, scene: Any, seed: int, n: int) -> list:
+    """The ``n`` (at most) expressions of ``scene`` that denote nothing, seeded by (scene seed, "absent")."""
+    return world.absent_expressions(scene, _rng(seed, "absent"), n) if n else []
 
 
 def _ref_object(expr: Any, scene: Any, span: list[tuple[int, int]]) -> GroundedObject:
@@ -182,6 +190,11 @@ class ShapesRefNarratives(_ShapesBase):
     """The paper's RES-as-narrative recipe on the shapes world: a scene's referring expressions joined
     as ``"expr one ; expr two ."`` (world texts keep punctuation as separate tokens), each with its mask;
     at most ``max_expressions`` per sample (more are split into consecutive chunks).
+
+    ``absent=k`` mixes up to ``k`` expressions per scene that denote nothing (``"the red circle"`` with
+    no red circle; :func:`flmm.world.absent_expressions`) in among them, at seeded places, each with an
+    empty mask: a head trained on them learns to answer "nothing" rather than a confident wrong mask.
+    ``absent=0`` (default) gives exactly the samples of earlier versions.
     """
 
     task = "refnarrative"
@@ -192,25 +205,75 @@ class ShapesRefNarratives(_ShapesBase):
         n: int,
         *,
         max_expressions: int = 8,
+        absent: int = 0,
         question: str = DEFAULT_QUESTION,
         check: bool = True,
     ) -> None:
         if max_expressions < 1:
             raise ConfigError(f"max_expressions must be >= 1, got {max_expressions}")
+        if absent < 0:
+            raise ConfigError(f"absent must be >= 0 expressions per scene, got {absent}")
         super().__init__(split, n, check=check)
-        self.question = question
+        self.question, self.absent = question, int(absent)
+        self.keep_empty_masks = self.absent > 0
         for seed in self.seeds:
-            m = len(self.world.referring_expressions(self.scene(seed), _rng(seed, "res")))
+            m = len(self._expressions(seed))
             for start in range(0, m, max_expressions):
                 self._items.append((seed, start, min(m, start + max_expressions)))
+
+    def _expressions(self, seed: int) -> list:
+        scene = self.scene(seed)
+        exprs = self.world.referring_expressions(scene, _rng(seed, "res"))
+        if not self.absent:
+            return exprs
+        exprs = exprs + _absent(self.world, scene, seed, self.absent)
+        order = np.random.default_rng([int(seed), _TASK_SALT["absent"], 1]).permutation(len(exprs))
+        return [exprs[i] for i in order]
 
     def _build(self, index: int) -> GroundingSample:
         seed, start, stop = self._items[index]
         scene = self.scene(seed)
-        exprs = self.world.referring_expressions(scene, _rng(seed, "res"))[start:stop]
+        exprs = self._expressions(seed)[start:stop]
         answer, spans = join_expressions([e.text for e in exprs], separator=" ; ", terminator=" .")
         objects = [_ref_object(e, scene, [span]) for e, span in zip(exprs, spans)]
         return self._sample(f"{self.name}/{seed}/{start}", seed, scene, self.question, answer, objects)
+
+
+class ShapesPresence(_ShapesBase):
+    """Does a grounder's score say whether an expression denotes anything? One sample per expression of
+    ``n`` scenes: the scene's RES expressions (those of :class:`ShapesRES`, masks as there) and up to
+    ``absent`` expressions per scene that denote nothing (:func:`flmm.world.absent_expressions`; empty
+    mask, ``meta["kind"] == "absent"``). The expression is the answer, one span covering it.
+    """
+
+    task = "presence"
+    keep_empty_masks = True
+
+    def __init__(
+        self, split: str, n: int, *, absent: int = 4, question: str = DEFAULT_QUESTION, check: bool = True
+    ) -> None:
+        if absent < 1:
+            raise ConfigError(f"absent must be >= 1 expression per scene, got {absent}")
+        super().__init__(split, n, check=check)
+        self.question, self.absent = question, int(absent)
+        for seed in self.seeds:
+            scene = self.scene(seed)
+            m = len(self.world.referring_expressions(scene, _rng(seed, "res")))
+            self._items.extend((seed, k) for k in range(m))
+            self._items.extend((seed, -1 - k) for k in range(len(_absent(self.world, scene, seed, absent))))
+
+    def _build(self, index: int) -> GroundingSample:
+        seed, k = self._items[index]
+        scene = self.scene(seed)
+        if k >= 0:
+            expr, sid = self.world.referring_expressions(scene, _rng(seed, "res"))[k], str(k)
+        else:
+            expr, sid = _absent(self.world, scene, seed, self.absent)[-1 - k], f"absent{-1 - k}"
+        span = [(0, len(expr.text))]
+        obj = _ref_object(expr, scene, span)
+        return self._sample(
+            f"{self.name}/{seed}/{sid}", seed, scene, self.question, expr.text, [obj], kind=expr.kind
+        )
 
 
 class ShapesQA(_ShapesBase):

@@ -23,7 +23,7 @@ from flmm.errors import ConfigError
 from flmm.evaluation.tasks import TaskSpec
 
 BENCHMARKS: tuple[str, ...] = ("shapes", "refcoco", "png", "reasonseg", "gcg")
-SHAPES_TASKS: tuple[str, ...] = ("res", "png", "keywords", "gcg", "qa", "reason")
+SHAPES_TASKS: tuple[str, ...] = ("res", "png", "keywords", "gcg", "qa", "reason", "absent")
 DEFAULT_SHAPES_TASKS: tuple[str, ...] = ("res", "png", "keywords", "gcg", "qa")
 #: scenes per shapes task by default: a few minutes on a laptop CPU (pass more for tighter numbers)
 DEFAULT_SCENES = 10
@@ -54,7 +54,7 @@ def shapes_tasks(
 ) -> list[TaskSpec]:
     """Shapes-world tasks on ``n`` scenes of ``split``; ``question`` = the grounder's teacher-forcing and
     captioning user turn (default the F-LMM one)."""
-    from flmm.data.shapes import ShapesNarratives, ShapesQA, ShapesRES
+    from flmm.data.shapes import ShapesNarratives, ShapesPresence, ShapesQA, ShapesRES
 
     chosen = list(DEFAULT_SHAPES_TASKS if tasks is None else _items(tasks))
     unknown = sorted(set(chosen) - set(SHAPES_TASKS))
@@ -76,6 +76,9 @@ def shapes_tasks(
     if "gcg" in chosen:
         captions = ShapesNarratives(split, n, question=q)
         specs.append(TaskSpec(f"gcg/{captions.name}", "gcg", captions))
+    if "absent" in chosen:
+        presence = ShapesPresence(split, n, question=q)
+        specs.append(TaskSpec(f"presence/{presence.name}", "presence", presence))
     if "qa" in chosen:
         qa = ShapesQA(split, n)
         specs.append(TaskSpec(f"qa/{qa.name}", "qa", qa))

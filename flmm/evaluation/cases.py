@@ -1,7 +1,8 @@
 """The worst and best cases of each task as one grid picture (PIL and numpy only).
 
 Each tile is the image with the predicted mask filled in translucent red (outlined) and the ground
-truth outlined in green, captioned with its score (IoU, or mIoU for GCG) and phrase. One row per task, scores rising
+truth outlined in green, captioned with its score (IoU, mIoU for GCG, 1 - the grounder's score for an
+expression that denotes nothing) and phrase. One row per task, scores rising
 from left (worst) to right (best).
 """
 
@@ -68,6 +69,8 @@ def draw_cases(states: Sequence[TaskState]) -> Image.Image | None:
     y = PAD
     for state in rows:
         title = f"{state.task}: worst -> best (red = prediction, green = ground truth)"
+        # presence tasks keep expressions that denote nothing, ranked by 1 - the grounder's score
+        value = "1 - score" if state.kind == "presence" else "score"
         draw.text((PAD, y + 2), _fit(title, draw, font, canvas.width - 2 * PAD), fill=(0, 0, 0), font=font)
         y += TITLE_H
         for j, case in enumerate(sorted(state.cases, key=lambda c: (c["score"], c["id"]))):
@@ -75,7 +78,7 @@ def draw_cases(states: Sequence[TaskState]) -> Image.Image | None:
             img = Image.fromarray(overlay(case["image"], case["pred"], case["gt"]))
             canvas.paste(img, (x + (tile - img.width) // 2, y + (tile - img.height) // 2))
             draw.rectangle([x - 1, y - 1, x + tile, y + tile], outline=(200, 200, 200))
-            draw.text((x, y + tile + 2), f"score {case['score']:.3f}", fill=(0, 0, 0), font=font)
+            draw.text((x, y + tile + 2), f"{value} {case['score']:.3f}", fill=(0, 0, 0), font=font)
             draw.text((x, y + tile + 14), _fit(case["label"], draw, font, tile), fill=(60, 60, 60), font=font)
         y += tile + CAPTION_H + PAD
     return canvas

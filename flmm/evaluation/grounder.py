@@ -34,6 +34,7 @@ from flmm.head.types import GroundingResult
 from flmm.image import ImageLike, load_image
 from flmm.lmm.frozen import FrozenLMM
 from flmm.lmm.messages import conversation
+from flmm.lmm.presence import PresenceCheck, cap_scores, presence_probability
 from flmm.lmm.types import CaptureResult
 
 Span = tuple[int, int]
@@ -47,7 +48,8 @@ class SpanGrounding(NamedTuple):
         scores: ``(K,)`` float32 confidences in [0, 1].
         extras: optional outputs: ``"decoder_masks"`` ``(K, H, W)`` bool (the mask decoder's masks before
             refinement, only when a refiner ran), ``"keyword_spans"`` (list of ``[start, end)`` spans of the
-            answer chosen by the keyword selector).
+            answer chosen by the keyword selector), ``"presence"`` ``(K,)`` (the LMM's probability that each
+            object's text is in the image, when the grounder asks; the scores are capped by it).
     """
 
     masks: np.ndarray
@@ -157,9 +159,19 @@ class CaptureGrounder:
             :class:`flmm.pipeline.grounders.Grounder`).
         question: the teacher-forcing user turn (``None``: the sample's own question).
         name: method name (default: ``strategy.name``).
+        presence: ask the LMM whether each object's text is in the image and cap its score by the answer
+            (:mod:`flmm.lmm.presence`; teacher-forced answers that are the expression itself, as in RES,
+            not spans of a caption); None: scores as the strategy gives.
     """
 
-    def __init__(self, lmm: FrozenLMM, strategy: Any, question: str | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        lmm: FrozenLMM,
+        strategy: Any,
+        question: str | None = None,
+        name: str = "",
+        presence: PresenceCheck | None = None,
+    ) -> None:
         for attr in ("embed", "select_phrases", "predict"):
             if not callable(getattr(strategy, attr, None)):
                 raise ConfigError(f"grounding strategy {type(strategy).__name__} has no {attr}() method")
@@ -167,6 +179,7 @@ class CaptureGrounder:
         self.strategy = strategy
         self.question = question
         self.name = name or str(getattr(strategy, "name", "")) or type(strategy).__name__
+        self.presence = presence
         self._image: Image.Image | None = None
         self._state: Any = None
 
@@ -218,7 +231,12 @@ class CaptureGrounder:
         res = self.strategy.predict(cap, objects, image, self._state)
         if res.refiner_scores is not None and res.decoder_masks is not None:
             extras["decoder_masks"] = _np_masks(res.decoder_masks)
-        return SpanGrounding(_np_masks(res.masks), res.scores.detach().float().cpu().numpy(), extras)
+        scores = res.scores.detach().float().cpu().numpy()
+        texts = [" ".join(answer[s:e] for s, e in spans).strip() for spans in spans_per_object]
+        if self.presence is not None and all(t == text for t in texts):  # expressions, not caption spans
+            extras["presence"] = presence_probability(self.lmm, image, texts, self.presence)
+            scores = cap_scores(scores, extras["presence"])
+        return SpanGrounding(_np_masks(res.masks), scores, extras)
 
     @torch.inference_mode()
     def chat_ground(self, question: str, max_new_tokens: int) -> ChatGrounding:
@@ -250,7 +268,13 @@ class FLMMGrounder(CaptureGrounder):
     def __init__(self, lmm: FrozenLMM, head: FLMMHead) -> None:
         head.check_compatible(lmm.identity)
         head.eval()
-        super().__init__(lmm, _HeadStrategy(head), question=head.config.question, name="f-lmm")
+        super().__init__(
+            lmm,
+            _HeadStrategy(head),
+            question=head.config.question,
+            name="f-lmm",
+            presence=head.config.presence,
+        )
         self.head = head
 
 

@@ -135,6 +135,23 @@ def _qa_rows(name: str, t: dict[str, Any]) -> list[list[Any]]:
     ]
 
 
+def _presence_rows(name: str, t: dict[str, Any]) -> list[list[Any]]:
+    m = t["metrics"]["score"]
+    return [
+        [
+            name,
+            m["present"],
+            m["absent"],
+            pct(m["auroc"]),
+            pct(m["absent_shown"]),
+            interval(m.get("absent_shown_ci95")),
+            pct(m["present_shown"]),
+            m["missing"],
+            _problems(t),
+        ]
+    ]
+
+
 SECTIONS: list[tuple[str, str, list[str], Callable[[str, dict], list[list[Any]]]]] = [
     (
         "Referring segmentation",
@@ -187,6 +204,22 @@ SECTIONS: list[tuple[str, str, list[str], Callable[[str, dict], list[list[Any]]]
             "failed / skipped",
         ],
         _gcg_rows,
+    ),
+    (
+        "Expressions that denote nothing (score >= 0.5 = a mask is shown)",
+        "presence",
+        [
+            "task",
+            "present",
+            "absent",
+            "AUROC",
+            "absent shown",
+            "absent shown 95% CI",
+            "present shown",
+            "missing",
+            "failed / skipped",
+        ],
+        _presence_rows,
     ),
     (
         "Chat preservation (QA exact match)",

@@ -11,6 +11,9 @@ Kinds of task (and the accumulators each fills, see :func:`accumulator_factories
   selects none), score the union of their masks (gIoU/cIoU, ignore regions excluded).
 - ``gcg``: ask for a description, ground its phrases; METEOR, greedy mIoU and mask recall.
 - ``qa``: chat preservation, see :mod:`flmm.evaluation.chat_check`.
+- ``presence``: teacher-forced grounding of expressions that denote something and of expressions that
+  denote nothing (empty ground truth); does the grounder's score tell them apart
+  (:mod:`flmm.metrics.presence`)?
 
 Failure handling: a sample whose prediction raises (bad span, wrong mask count or size, image error, ...)
 is scored as *missing* for every one of its objects (IoU 0, counted in the metrics' ``missing``) and
@@ -41,17 +44,19 @@ from flmm.metrics import (
     GenerationMatchAccumulator,
     KeywordAccumulator,
     PngAccumulator,
+    PresenceAccumulator,
     ReasonSegAccumulator,
     ResAccumulator,
     noun_phrase_spans,
 )
 from flmm.metrics.base import Accumulator, as_mask
+from flmm.metrics.presence import DEFAULT_THRESHOLD
 
 logger = logging.getLogger("flmm.evaluation")
 
 #: what a task reads: a reader's dataset, or any list of samples (tests, custom benchmarks)
 DatasetLike = GroundingDataset | Sequence[GroundingSample]
-KINDS = ("res", "narrative", "reasonseg", "gcg", "qa")
+KINDS = ("res", "narrative", "reasonseg", "gcg", "qa", "presence")
 #: how many failures are logged one by one per task (all are kept in the results)
 LOGGED_FAILURES = 3
 
@@ -93,6 +98,8 @@ def accumulator_factories(
         return {"mask": ReasonSegAccumulator}
     if kind == "gcg":
         return {"mask": lambda: GcgAccumulator(similarity=similarity, meteor_backend=meteor_backend)}
+    if kind == "presence":
+        return {"score": PresenceAccumulator}
     if kind == "qa":
         return {
             "bare": ExactMatchAccumulator,
@@ -229,6 +236,7 @@ class TaskRunner:
             "narrative": self._narrative,
             "reasonseg": self._reasonseg,
             "gcg": self._gcg,
+            "presence": self._presence,
         }
         if self.spec.kind not in step:
             raise InputError(f"task kind {self.spec.kind!r} is not a grounding task; one of {sorted(step)}")
@@ -247,8 +255,9 @@ class TaskRunner:
         self.state.cases = self.cases.pool
         return self.state
 
-    def _ground(self, sample: GroundingSample) -> tuple[list | None, list | None, list | None]:
-        """Final masks, decoder masks and keyword spans of a teacher-forced sample (None when failed)."""
+    def _ground(self, sample: GroundingSample) -> tuple[list | None, list | None, list | None, list | None]:
+        """Final masks, decoder masks, keyword spans and ``K`` scores of a teacher-forced sample (None
+        when failed)."""
         k = len(sample.objects)
         try:
             self._set_image(sample)
@@ -258,16 +267,19 @@ class TaskRunner:
             dec = out.extras.get("decoder_masks")
             dec = check_masks(dec, k, sample.image_hw, "decoder masks") if dec is not None else None
             kw = out.extras.get("keyword_spans")
-            return masks, dec, (list(kw) if kw is not None else None)
+            scores = [float(v) for v in np.asarray(out.scores, dtype=np.float64).reshape(-1)]
+            if len(scores) != k:
+                raise InputError(f"the grounder returned {len(scores)} scores for {k} objects")
+            return masks, dec, (list(kw) if kw is not None else None), scores
         except (DataError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one sample is scored as missing and reported
             self._fail(sample, e)
-            return None, None, None
+            return None, None, None, None
 
     def _scored_objects(self, sample: GroundingSample, grounded: tuple, update: Callable[..., float]) -> None:
         """Score every object of ``sample`` with ``update(stage, pred, gt, obj, object_id) -> IoU``."""
-        masks, dec, _ = grounded
+        masks, dec, _, _ = grounded
         for k, obj in enumerate(sample.objects):
             oid = f"{sample.sample_id}#{k}"
             gt = obj.get_mask()
@@ -285,6 +297,22 @@ class TaskRunner:
             lambda n, p, g, o, i: self._update(n, p, g, sample_id=i, ignore=o.get_ignore()),
         )
 
+    def _presence(self, sample: GroundingSample) -> None:
+        masks, _, _, scores = self._ground(sample)
+        for k, obj in enumerate(sample.objects):
+            gt = obj.get_mask()
+            score = scores[k] if scores is not None else None
+            self._update("score", score, bool(gt.any()), sample_id=f"{sample.sample_id}#{k}")
+            if gt.any():  # the picture shows absent expressions only: where a mask should be nothing
+                continue
+            # ranked by 1 - score, worst first (a failure too): the most confident claim of a thing not there
+            value = 0.0 if score is None else 1.0 - score
+            shown = score is not None and score >= DEFAULT_THRESHOLD
+            pred = masks[k] if masks is not None and shown else np.zeros_like(gt)  # as the pipeline shows it
+            said = "-" if score is None else f"{score:.2f}"
+            label = _label(f"{' '.join(obj.texts(sample.answer))} ({said})")
+            self.cases.add(value, f"{sample.sample_id}#{k}", label, sample.load_image, pred, gt)
+
     def _narrative(self, sample: GroundingSample) -> None:
         grounded = self._ground(sample)
 
@@ -296,7 +324,7 @@ class TaskRunner:
         gold = [tuple(s) for o in sample.objects for s in o.spans]
         sid, text = sample.sample_id, sample.answer
         self._update("noun_phrases", text, noun_phrase_spans(text), gold, sample_id=sid)
-        masks, _, keywords = grounded
+        masks, _, keywords, _ = grounded
         if keywords is not None or masks is None:  # a failed sample selects nothing
             self._update("selector", text, keywords or [], gold, sample_id=sid)
             self.state.notes["keyword_texts"] = self.state.notes.get("keyword_texts", 0) + int(

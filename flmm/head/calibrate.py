@@ -1,5 +1,5 @@
 """Choose the keyword selector's threshold on held-out narratives, and the part selector's cut on
-held-out referring expressions.
+held-out referring expressions, and the bias of the LMM presence check on held-out phrases.
 
 The selector is trained with a balanced-ish BCE, so the best cut-off between "keyword" and "not" depends
 on the LMM and the data; the paper's fixed value is not always right (on the shapes world 0.3 merges
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,9 @@ from flmm.head.keyword import keyword_labels
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
 from flmm.lmm.messages import conversation
+from flmm.lmm.presence import PresenceCheck, calibrate_bias, yes_logits
 from flmm.metrics.keywords import keyword_counts, scores_from_counts
+from flmm.metrics.presence import auroc
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.1, 0.96, 0.05), 2))
 
@@ -125,3 +128,33 @@ def calibrate_part_threshold(
         head.config.part_threshold = saved
     best = max(table, key=lambda row: (row["ciou"], -abs(row["threshold"])))
     return best["threshold"], table
+
+
+def calibrate_presence(
+    lmm: FrozenLMM, check: PresenceCheck, samples: Sequence[GroundingSample]
+) -> tuple[PresenceCheck, dict[str, Any]]:
+    """``check`` with the bias that best separates, on held-out ``samples``, phrases that are there (an
+    object with a non-empty mask) from phrases that are not (empty mask; e.g.
+    :class:`flmm.data.shapes.ShapesPresence`); each object's text is its spans of the answer. Returns the
+    calibrated check and a summary: the bias, and at it the shares of present / absent phrases shown
+    (probability >= 0.5) and the AUROC."""
+    present: list[float] = []
+    absent: list[float] = []
+    for s in samples:
+        objects = [o for o in s.objects if check.covers(" ".join(o.texts(s.answer)))]
+        if not objects:
+            continue
+        z = yes_logits(lmm, s.load_image(), [" ".join(o.texts(s.answer)) for o in objects], check)
+        for o, v in zip(objects, z):
+            (present if o.get_mask().any() else absent).append(float(v))
+    bias = calibrate_bias(np.array(present), np.array(absent))
+    p, a = np.array(present) + bias, np.array(absent) + bias
+    summary = {
+        "bias": bias,
+        "present": len(p),
+        "absent": len(a),
+        "present_shown": float((p >= 0).mean()),
+        "absent_shown": float((a >= 0).mean()),
+        "auroc": auroc(p, a),
+    }
+    return replace(check, bias=bias), summary

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flmm.errors import ConfigError
+from flmm.lmm.presence import PresenceCheck
 from flmm.lmm.types import LMMIdentity
 
 MERGE_MODES = ("mean", "max")
@@ -127,6 +128,10 @@ class HeadConfig:
             is teacher-forced as the assistant's answer to it (the paper's "Please give me a description
             of the image."). Grounding with another question shifts the attention the head reads.
         phrase_separator: how several referring expressions are joined into one answer (paper: "; ").
+        presence: None (the paper) or a :class:`~flmm.lmm.presence.PresenceCheck`: the frozen LMM is
+            asked whether each phrase given to ground is in the image, and a phrase's score becomes the
+            smaller of the mask's and the LMM's yes-probability (an flmm extension: phrases that
+            denote nothing get a low score instead of a confident mask on a look-alike).
         format_version: version of this file layout.
     """
 
@@ -147,6 +152,7 @@ class HeadConfig:
     dice_smooth: float = 1.0
     question: str = "Please give me a description of the image."
     phrase_separator: str = "; "
+    presence: PresenceCheck | None = None
     format_version: int = CONFIG_FORMAT
 
     def __post_init__(self) -> None:
@@ -155,6 +161,8 @@ class HeadConfig:
             self.lmm = LMMIdentity(**_pick(LMMIdentity, self.lmm))
         if isinstance(self.sam, dict):
             self.sam = SamIdentity(**_pick(SamIdentity, self.sam))
+        if isinstance(self.presence, dict):
+            self.presence = PresenceCheck(**_pick(PresenceCheck, self.presence))
         if isinstance(self.loss_weights, dict):
             self.loss_weights = LossWeights(**_pick(LossWeights, self.loss_weights))
         self.validate()

@@ -9,6 +9,7 @@ Scores are fractions in [0, 1]. Each metric has a streaming accumulator (``updat
 - GCG: :class:`GcgAccumulator`, :func:`evaluate_gcg`, :func:`meteor`, phrase similarities.
 - Keywords: :class:`KeywordAccumulator`, :func:`keyword_scores`, :func:`noun_phrase_spans` baseline.
 - Chat preservation: :class:`ExactMatchAccumulator`, :func:`count_identical`.
+- Presence (does the score tell expressions that denote nothing?): :class:`PresenceAccumulator`, :func:`auroc`.
 """
 
 from flmm.metrics.base import Accumulator, as_mask
@@ -17,6 +18,7 @@ from flmm.metrics.keywords import KeywordAccumulator, keyword_counts, keyword_sc
 from flmm.metrics.meteor import MeteorResult, available_backends, meteor, sentence_meteor, tokenize
 from flmm.metrics.noun_phrases import noun_phrase_spans
 from flmm.metrics.png import PngAccumulator, average_recall, evaluate_png, recall_curve
+from flmm.metrics.presence import PresenceAccumulator, auroc
 from flmm.metrics.qa import (
     ExactMatchAccumulator,
     GenerationMatchAccumulator,
@@ -54,10 +56,12 @@ __all__ = [
     "MiniLMSimilarity",
     "PhraseSimilarity",
     "PngAccumulator",
+    "PresenceAccumulator",
     "ReasonSegAccumulator",
     "ResAccumulator",
     "TokenF1Similarity",
     "as_mask",
+    "auroc",
     "available_backends",
     "average_recall",
     "count_identical",

@@ -29,6 +29,7 @@ from flmm.head.model import FLMMHead
 from flmm.image import ImageLike, load_image
 from flmm.lmm.frozen import FrozenLMM, Generation
 from flmm.lmm.messages import conversation
+from flmm.lmm.presence import cap_scores, presence_probability
 from flmm.lmm.types import CaptureResult
 from flmm.pipeline.grounders import Grounder, build_grounder, phrases_for_spans
 from flmm.pipeline.streaming import TextChunkStreamer, ThreadedStream
@@ -115,6 +116,8 @@ class GroundingPipeline:
         self.max_new_tokens = int(max_new_tokens)
         self.question = head.config.question if head is not None else DEFAULT_QUESTION
         self.separator = head.config.phrase_separator if head is not None else "; "
+        #: asks the frozen LMM whether each phrase given to ground is there (None: not asked)
+        self.presence = head.config.presence if head is not None else None
         self.max_image_pixels = MAX_IMAGE_PIXELS
         self.keep_capture = bool(keep_capture)
         self._lock = threading.RLock()  # one model, many users: every model call holds it
@@ -193,16 +196,19 @@ class GroundingPipeline:
 
         Returns:
             :class:`Grounding` with ``K = len(expressions)``: masks ``(K, H, W)`` bool on the image,
-            boxes ``(K, 4)`` xyxy pixels, scores ``(K,)``.
+            boxes ``(K, 4)`` xyxy pixels, scores ``(K,)``; with a head whose config has a presence check,
+            ``presence (K,)`` (the LMM's probability that the phrase's referent is there) and scores no
+            higher than it.
         """
         text, spans = join_expressions(expressions, self.separator)
-        return self._ground_text(text, spans, min_score)
+        return self._ground_text(text, spans, min_score, ask_presence=True)
 
     def ground_spans(
         self, text: str, spans: Sequence[tuple[int, int]], *, min_score: float | None = None
     ) -> Grounding:
         """Ground character spans ``[start, end)`` of a caption teacher-forced as the answer (narrative
-        grounding, PNG-style). Spans index ``text`` and are returned unchanged; one object per span."""
+        grounding, PNG-style). Spans index ``text`` and are returned unchanged; one object per span. The
+        LMM is not asked whether they are there (a description's phrases are taken as there)."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("the text to ground is empty")
         spans = [(int(s), int(e)) for s, e in spans]
@@ -219,18 +225,28 @@ class GroundingPipeline:
         g.text, g.spans = text, spans
         return g
 
-    def _ground_text(self, text: str, spans: list[tuple[int, int]], min_score: float | None) -> Grounding:
+    def _ground_text(
+        self, text: str, spans: list[tuple[int, int]], min_score: float | None, ask_presence: bool = False
+    ) -> Grounding:
         img = self._require_image()
         thr = _check_min_score(min_score, self.min_score)
         with self._lock:
             cap = self.lmm.capture(img.pil, conversation(self.question, text), spans=spans)
             phrases = phrases_for_spans(cap, spans)
-            return self._predict(cap, phrases, img, thr)
+            presence = None
+            if ask_presence and self.presence is not None:
+                presence = presence_probability(self.lmm, img.pil, [p.text for p in phrases], self.presence)
+            return self._predict(cap, phrases, img, thr, presence)
 
     def _predict(
-        self, cap: CaptureResult | None, phrases: list[Phrase], img: _ImageState, thr: float
+        self,
+        cap: CaptureResult | None,
+        phrases: list[Phrase],
+        img: _ImageState,
+        thr: float,
+        presence: np.ndarray | None = None,
     ) -> Grounding:
-        """Masks of ``phrases`` of ``cap.text`` (caller holds the lock)."""
+        """Masks of ``phrases`` of ``cap.text`` (caller holds the lock); ``presence (K,)`` caps the scores."""
         w, h = img.pil.size
         text = cap.text if cap is not None else ""
         if cap is None or not phrases:
@@ -239,16 +255,18 @@ class GroundingPipeline:
             return g
         objects = [p.token_indices for p in phrases]
         res = self.grounder.predict(cap, objects, img.pil, img.state)
+        scores = res.scores.detach().float().cpu().numpy()
         return Grounding.build(
             text,
             [p.text for p in phrases],
             [p.span or (0, 0) for p in phrases],
             res.masks.detach().cpu().numpy(),
-            res.scores.detach().float().cpu().numpy(),
+            scores if presence is None else cap_scores(scores, presence),
             thr,
             self.method,
             objects,
             cap if self.keep_capture else None,
+            presence=presence,
         )
 
     # ------------------------------------------------------------------ chat

@@ -56,6 +56,9 @@ class Grounding:
         method: name of the grounder that produced the masks (``"f-lmm"``, ...).
         image_size: ``(H, W)``.
         token_indices: per object, indices into ``capture``'s token axis (``T``).
+        presence: ``(K,)`` float32, the frozen LMM's probability that each phrase's referent is in the
+            image (:mod:`flmm.lmm.presence`; ``scores`` are capped by it; NaN for a phrase it does not
+            cover), or None when it was not asked.
         capture: what the LMM captured for ``text`` (torch tensors, for attention visualisation with
             :mod:`flmm.viz`); not serialised; None when the pipeline has ``keep_capture=False``.
     """
@@ -72,6 +75,7 @@ class Grounding:
     image_size: tuple[int, int]
     token_indices: list[list[int]] = field(default_factory=list)
     capture: CaptureResult | None = field(default=None, repr=False)
+    presence: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.phrases)
@@ -88,6 +92,7 @@ class Grounding:
         method: str,
         token_indices: list[list[int]] | None = None,
         capture: CaptureResult | None = None,
+        presence: np.ndarray | None = None,
     ) -> Grounding:
         """Apply ``min_score`` to raw ``(K, H, W)`` masks and ``(K,)`` scores and compute the boxes."""
         masks = np.array(masks, dtype=bool, copy=True)
@@ -111,6 +116,7 @@ class Grounding:
             image_size=(int(masks.shape[1]), int(masks.shape[2])),
             token_indices=[list(map(int, t)) for t in (token_indices or [])],
             capture=capture,
+            presence=None if presence is None else np.asarray(presence, dtype=np.float32).reshape(-1),
         )
 
     @classmethod
@@ -128,8 +134,9 @@ class Grounding:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no masks): text, method, min_score, image_size and one entry per object with
-        phrase, span, box (xyxy pixels), score, kept and mask area in pixels."""
-        return {
+        phrase, span, box (xyxy pixels), score, kept, mask area in pixels and (when the LMM was asked)
+        presence."""
+        out: dict[str, Any] = {
             "text": self.text,
             "method": self.method,
             "min_score": self.min_score,
@@ -148,6 +155,11 @@ class Grounding:
                 )
             ],
         }
+        if self.presence is not None:
+            for obj, v in zip(out["objects"], self.presence):
+                if np.isfinite(v):
+                    obj["presence"] = round(float(v), 4)
+        return out
 
     def save_masks(self, path: str | Path) -> None:
         """Write a compressed ``.npz``: ``masks`` (K, H, W) bool, ``boxes`` (K, 4) float32 xyxy pixels,

@@ -27,22 +27,28 @@ from typing import Any
 import torch
 
 from flmm.assets_path import resolve
-from flmm.data.shapes import ShapesNarratives, ShapesRefNarratives
+from flmm.data.shapes import ShapesNarratives, ShapesPresence, ShapesRefNarratives
 from flmm.features import build_cache
-from flmm.head.calibrate import calibrate_keyword_threshold
+from flmm.head.calibrate import calibrate_keyword_threshold, calibrate_presence
 from flmm.head.config import HeadConfig
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
+from flmm.lmm.presence import PresenceCheck
 from flmm.recipes.head import train_head
 from flmm.recipes.selector import SelectorFit
 from flmm.shapes.stage import STAGE_PRECISIONS, main_process_alone, process_state, split_batch
 from flmm.train import TrainConfig
 from flmm.train.logger import read_log
+from flmm.world import SHAPES
 
 log = logging.getLogger("flmm.shapes")
 
 #: the user turn of the shapes LMM's caption conversations (its word-level vocabulary has these words)
 SHAPES_QUESTION = "please give me a description of the image ."
+#: the shapes LMM's own existence question ("is there a red circle ?"), asked of every phrase to ground
+PRESENCE_QUESTION = "is there {indefinite} ?"
+#: the nouns that question was trained on: phrases without one ("the sky") are not asked about
+PRESENCE_NOUNS = (*SHAPES, *(s + "s" for s in SHAPES), "object", "objects")
 
 
 @dataclass
@@ -53,6 +59,7 @@ class HeadStageConfig:
     sam: str = "flmm:shapes/sam"
     out: str = "runs/shapes-head"
     ref_scenes: int = 800
+    absent_expressions: int = 0
     narrative_scenes: int = 1200
     decoder_width: int = 16
     decoder_cue_width: int = 64
@@ -63,6 +70,7 @@ class HeadStageConfig:
     canvas_size: int = 64
     epochs: int = 3
     calibration_scenes: int = 60
+    presence_question: str = PRESENCE_QUESTION
     batch_size: int = 8
     lr: float = 1e-3
     seed: int = 0
@@ -100,7 +108,9 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
     if head.config.sam is not None:
         head.config.sam.name = cfg.sam
     datasets = {
-        "ref": ShapesRefNarratives("train", cfg.ref_scenes, question=SHAPES_QUESTION),
+        "ref": ShapesRefNarratives(
+            "train", cfg.ref_scenes, absent=cfg.absent_expressions, question=SHAPES_QUESTION
+        ),
         "narrative": ShapesNarratives("train", cfg.narrative_scenes, question=SHAPES_QUESTION),
     }
     # the selector phase fits on more referring expressions than the head trains on; it needs no SAM
@@ -153,12 +163,17 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
     if not main_process_alone():  # it calibrates and writes, with every core
         return {}
     threshold, sweep = head.config.keyword_threshold, list[dict]()
+    presence: dict[str, Any] = {}
     final_config = out / "run" / "head" / "config.json"
     if not result.interrupted and final_config.is_file():
         # the keyword cut-off is chosen on validation narratives (never test) and stored with the head
         val = ShapesNarratives("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
         threshold, sweep = calibrate_keyword_threshold(lmm, head.eval(), [val[i] for i in range(len(val))])
         head.config.keyword_threshold = threshold
+        if cfg.presence_question:  # the LMM's yes/no bias, on validation phrases that are and are not there
+            held_out = ShapesPresence("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
+            check = PresenceCheck(cfg.presence_question, nouns=PRESENCE_NOUNS)
+            head.config.presence, presence = calibrate_presence(lmm, check, list(held_out))
         head.config.save(final_config)
     summary = {
         "samples": {n: len(d) for n, d in datasets.items()},
@@ -171,6 +186,7 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         "head_parameters": sum(p.numel() for p in head.trainable_parameters()),
         "keyword_threshold": threshold,
         "keyword_sweep": sweep,
+        "presence": presence,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.export:
@@ -188,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sam", default=d.sam, help="SamModel folder or flmm:shapes/sam")
     p.add_argument("--out", default=d.out)
     p.add_argument("--ref-scenes", type=int, default=d.ref_scenes)
+    p.add_argument(
+        "--absent-expressions",
+        type=int,
+        default=d.absent_expressions,
+        help="per referring-expression scene, this many expressions that denote nothing (empty masks), so "
+        "that the head learns to say so with a low score",
+    )
     p.add_argument("--narrative-scenes", type=int, default=d.narrative_scenes)
     p.add_argument("--decoder-width", type=int, default=d.decoder_width)
     p.add_argument(
@@ -228,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         default=d.calibration_scenes,
         help="val narratives for the keyword cut-off",
     )
+    p.add_argument(
+        "--presence-question",
+        default=d.presence_question,
+        help="yes/no question the frozen LMM is asked about every phrase to ground, with {indefinite} or "
+        "{expression}; its bias is calibrated on the val scenes ('': no presence check)",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -256,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         sam=a.sam,
         out=a.out,
         ref_scenes=a.ref_scenes,
+        absent_expressions=a.absent_expressions,
         narrative_scenes=a.narrative_scenes,
         decoder_width=a.decoder_width,
         decoder_cue_width=a.decoder_cue_width,
@@ -266,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         canvas_size=a.canvas_size,
         epochs=a.epochs,
         calibration_scenes=a.calibration_scenes,
+        presence_question=a.presence_question,
         batch_size=a.batch_size,
         lr=a.lr,
         seed=a.seed,

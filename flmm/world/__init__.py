@@ -14,8 +14,8 @@ to train and test flmm end to end on CPU.
 
 from flmm.world.language import Narrative, Segment, narrative, vocabulary
 from flmm.world.qa import QA_KINDS, QAItem, qa_items, qa_pairs
+from flmm.world.refer import ABSENT, RefExpr, absent_expressions, referring_expressions
 from flmm.world.refer import KINDS as REF_KINDS
-from flmm.world.refer import RefExpr, referring_expressions
 from flmm.world.sampling import SPLIT_OFFSETS, sample_scene, sample_spec, split_seeds
 from flmm.world.scene import Scene, overlay, render, save_image, save_masks
 from flmm.world.shapes import footprint
@@ -32,6 +32,7 @@ from flmm.world.spec import (
 )
 
 __all__ = [
+    "ABSENT",
     "COLORS",
     "IMAGE_SIZE",
     "MAX_THINGS",
@@ -49,6 +50,7 @@ __all__ = [
     "SceneSpec",
     "Segment",
     "Thing",
+    "absent_expressions",
     "footprint",
     "narrative",
     "overlay",

@@ -7,6 +7,9 @@ Three kinds (see :mod:`flmm.world.describe` for descriptors, margins and relatio
 - ``"location"``: ``"the left-most triangle"``: the clear extreme of a class of 2+ things.
 - ``"relation"``: ``"the circle left of the blue square"``: a class of 2+ things of which exactly one lies
   clearly in that relation to a uniquely described anchor, and every other member clearly does not.
+
+:func:`absent_expressions` gives the opposite: expressions of the same grammar that denote nothing in
+the scene (kind ``"absent"``, no thing ids, an empty mask), to check that a grounder says so.
 """
 
 from __future__ import annotations
@@ -17,22 +20,27 @@ import numpy as np
 
 from flmm.world import describe as d
 from flmm.world.scene import Scene
+from flmm.world.spec import COLORS, SHAPES
 
 KINDS: tuple[str, ...] = ("attribute", "location", "relation")
+#: the kind of an expression that denotes no thing of its scene (:func:`absent_expressions`)
+ABSENT = "absent"
 WORDS = frozenset({"the"})
 
 
 @dataclass
 class RefExpr:
     """A referring expression: ``text`` denotes exactly the things ``thing_ids`` (indices into
-    ``scene.thing_masks``); ``kind`` is one of :data:`KINDS`."""
+    ``scene.thing_masks``); ``kind`` is one of :data:`KINDS`, or :data:`ABSENT` (no thing ids)."""
 
     text: str
     thing_ids: tuple[int, ...]
     kind: str
 
     def mask(self, scene: Scene) -> np.ndarray:
-        """``(128, 128)`` bool union of the referred things' visible masks."""
+        """``(128, 128)`` bool union of the referred things' visible masks (all False when absent)."""
+        if not self.thing_ids:
+            return np.zeros(scene.image.shape[:2], dtype=bool)
         return d.union_mask(scene, self.thing_ids, None)
 
 
@@ -128,4 +136,34 @@ def referring_expressions(
     for cands in (attribute, *located):
         unique = list({c.text: c for c in cands}.values())
         out += _pick(unique, max_per_kind, rng)
+    return out
+
+
+def absent_expressions(scene: Scene, rng: np.random.Generator | None = None, max_n: int = 4) -> list[RefExpr]:
+    """Up to ``max_n`` distinct expressions that denote no thing of ``scene`` (kind :data:`ABSENT`).
+
+    Near misses, the hard case for a grounder: each describes a thing of the scene with its colour or
+    its shape swapped for one no thing of the scene has with the other attribute (``"the red circle"``
+    beside a red diamond and a blue circle), sometimes with the thing's size (``"the big red circle"``).
+    About a third take the location form (``"the left-most red circle"``), which presupposes the class.
+
+    With ``rng=None`` the choice is seeded by ``scene.spec.seed`` (deterministic).
+    """
+    things = scene.spec.things
+    rng = rng if rng is not None else np.random.default_rng([scene.spec.seed, 13])
+    cands: dict[d.Descriptor, None] = {}
+    for t in things:
+        swapped = [(None, c, t.shape) for c in COLORS if c != t.color]
+        swapped += [(None, t.color, s) for s in SHAPES if s != t.shape]
+        for size, color, shape in swapped:
+            if rng.random() < 0.25:
+                size = t.size
+            desc = (size, color, shape)
+            if not d.members(things, (None, color, shape)):  # nothing of that colour and shape at all
+                cands.setdefault(desc, None)
+    order = list(cands)
+    out: list[RefExpr] = []
+    for i in rng.permutation(len(order))[:max_n]:
+        loc = [d.LOCATIONS[rng.integers(len(d.LOCATIONS))]] if rng.random() < 1 / 3 else []
+        out.append(RefExpr(" ".join(["the", *loc, *d.words(order[i])]), (), ABSENT))
     return out

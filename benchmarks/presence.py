@@ -1,0 +1,76 @@
+"""What asking the frozen LMM "is it there?" (``HeadConfig.presence``) adds to grounding an expression.
+
+    python -m benchmarks.presence --json
+
+``GroundingPipeline.ground`` on the referring expressions of ``--scenes`` shapes-world `test` scenes (one
+expression per call; ``set_image`` done once per scene and not timed), with the head's presence check
+and with the same pipeline's check switched off, alternating the two in each round after a warm-up
+round (median seconds per call). The check is one more LMM forward pass per call, batched over the
+call's expressions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from benchmarks.report import print_flat
+from flmm.data.shapes import ShapesRES
+from flmm.errors import ConfigError
+from flmm.pipeline import GroundingPipeline
+
+
+def ground_seconds(pipe: GroundingPipeline, scenes: int, repeats: int) -> dict[str, float]:
+    """Median seconds per ``ground`` call with and without the presence check."""
+    check = pipe.presence
+    by_scene: dict[int, tuple] = {}
+    for s in ShapesRES("test", scenes):
+        by_scene.setdefault(s.meta["seed"], (s.load_image(), []))[1].append(s.answer)
+    calls = sum(len(e) for _, e in by_scene.values())
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for r in range(repeats + 1):
+        for name in ("with", "without"):
+            pipe.presence = check if name == "with" else None
+            total = 0.0
+            for image, expressions in by_scene.values():
+                pipe.set_image(image)
+                t0 = time.perf_counter()
+                for e in expressions:
+                    pipe.ground(e)
+                total += time.perf_counter() - t0
+            if r:  # round 0 warms up
+                times[name].append(total / calls)
+    pipe.presence = check
+    return {k: statistics.median(v) for k, v in times.items()} | {"calls": calls}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model", default=None, help="head folder with a presence check (default: the shipped head)"
+    )
+    p.add_argument("--scenes", type=int, default=10, help="test scenes whose expressions are grounded")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    a = p.parse_args(argv)
+    pipe = GroundingPipeline.from_pretrained(a.model, device="cpu")
+    if pipe.presence is None:
+        raise ConfigError("this head has no presence check (HeadConfig.presence): pass --model with one")
+    t = ground_seconds(pipe, a.scenes, a.repeats)
+    result = {
+        "ground_ms_with_presence": round(1000 * t["with"], 2),
+        "ground_ms_without": round(1000 * t["without"], 2),
+        "ground_ratio": round(t["with"] / t["without"], 3),
+        "calls_per_round": t["calls"],
+        "threads": torch.get_num_threads(),
+        "rounds": a.repeats,
+    }
+    print_flat(result, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
