@@ -172,3 +172,26 @@ def test_gradio_app_builds(backend):
     states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
     assert len(states) == 1 and states[0].value is None  # per-user state, no shared default object
     assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and not _is_loopback("0.0.0.0")
+
+
+def test_status_reports_what_the_lmm_said_about_each_phrase():
+    import numpy as np
+
+    from flmm.demo.render import grounding_status
+    from flmm.pipeline.types import Grounding
+
+    masks = np.ones((3, 8, 8), dtype=bool)
+    g = Grounding.build(
+        "the red circle ; the blue square ; the sky",
+        ["the red circle", "the blue square", "the sky"],
+        [(0, 14), (17, 32), (35, 42)],
+        masks,
+        np.array([0.9, 0.02, 0.8]),
+        0.5,
+        "f-lmm",
+        presence=np.array([0.95, 0.02, np.nan]),
+    )
+    lines = grounding_status(g).splitlines()
+    assert "the LMM says it is there: 0.95" in lines[0] and "no mask" not in lines[0]
+    assert "the LMM says it is there: 0.02" in lines[1] and "probably not in the image" in lines[1]
+    assert "LMM" not in lines[2]  # not asked about

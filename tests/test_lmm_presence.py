@@ -66,6 +66,12 @@ def test_head_config_keeps_the_check_and_reads_old_configs():
     assert HeadConfig.from_dict(d).presence == cfg.presence
     d.pop("presence")
     assert HeadConfig.from_dict(d).presence is None  # a head saved before the check: not asked
+    # a recipe's "head" overrides may name one as plain JSON
+    recipe = {"question": "Is there {expression} in the image? Answer yes or no.", "yes": "Yes", "no": "No"}
+    made = HeadConfig.create(cfg.lmm, presence=recipe, use_refiner=False)
+    assert made.presence == PresenceCheck(**recipe)
+    with pytest.raises(ConfigError, match="needs"):
+        HeadConfig.create(cfg.lmm, presence={"question": "Is it there?"}, use_refiner=False)
 
 
 def test_batched_questions_equal_one_at_a_time(lmm):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
+
 from flmm.pipeline.types import Grounding
 from flmm.viz.palette import color, hex_color
 
@@ -38,15 +40,16 @@ def highlight_html(text: str, grounding: Grounding | None) -> str:
 
 
 def grounding_status(g: Grounding) -> str:
-    """One line per phrase: score, and a warning for phrases below the threshold (markdown)."""
+    """One line per phrase: score, the LMM's answer to "is it there?" when it was asked, and a warning for
+    phrases below the threshold (markdown)."""
     if not len(g):
         return "No phrase was grounded."
     lines = []
-    for p, s, k in zip(g.phrases, g.scores, g.kept):
-        if k:
-            lines.append(f"- **{p}**: score {float(s):.2f}")
-        else:
-            lines.append(
-                f"- **{p}**: score {float(s):.2f}, below {g.min_score:.2f}: probably not in the image, no mask shown"
-            )
+    for i, (p, s, k) in enumerate(zip(g.phrases, g.scores, g.kept)):
+        line = f"- **{p}**: score {float(s):.2f}"
+        if g.presence is not None and np.isfinite(g.presence[i]):
+            line += f" (the LMM says it is there: {float(g.presence[i]):.2f})"
+        if not k:
+            line += f", below {g.min_score:.2f}: probably not in the image, no mask shown"
+        lines.append(line)
     return "\n".join(lines)
