@@ -43,6 +43,8 @@ def test_questions_from_phrases():
         ({"question": "is there anything ?"}, "needs"),
         ({"question": "is there {expression} ?", "no": "yes"}, "different"),
         ({"question": "is there {expression} ?", "bias": float("nan")}, "finite"),
+        ({"question": "is there {expression} ?", "nouns": "circle"}, "list of words"),
+        ({"question": "is there {expression} ?", "yes": 1}, "strings"),
     ],
 )
 def test_bad_checks_are_config_errors(kwargs, match):
@@ -72,6 +74,8 @@ def test_head_config_keeps_the_check_and_reads_old_configs():
     assert made.presence == PresenceCheck(**recipe)
     with pytest.raises(ConfigError, match="needs"):
         HeadConfig.create(cfg.lmm, presence={"question": "Is it there?"}, use_refiner=False)
+    with pytest.raises(ConfigError, match="presence must be"):
+        HeadConfig.create(cfg.lmm, presence="is there {expression} ?", use_refiner=False)
 
 
 def test_batched_questions_equal_one_at_a_time(lmm):
@@ -96,6 +100,7 @@ def test_calibrated_bias_maximises_youden_j():
     for cut in np.linspace(-3, 3, 121):  # no cut does better
         assert (present >= cut).mean() - (absent >= cut).mean() <= j + 1e-12
     assert calibrate_bias(np.array([1.0]), np.array([-1.0])) == 0.0  # already separated at 0: left alone
+    assert calibrate_bias(np.array([3.0]), np.array([-1.0])) == 0.0
     with pytest.raises(InputError, match="there and"):
         calibrate_bias(np.array([1.0]), np.array([]))
 

@@ -147,3 +147,19 @@ def test_eval_task_separates_what_the_score_says():
         assert m["auroc"] == expected and m["absent"] == len(absent) and m["missing"] == 0
         assert m["absent_shown"] == 1.0 - expected and m["present_shown"] == expected
     assert "Expressions that denote nothing" in markdown_table(res)
+
+
+def test_a_grounder_giving_a_bad_score_fails_that_sample_only():
+    class NanOnAbsent(ScoreByText):
+        def ground_spans(self, question, answer, spans_per_object):
+            out = super().ground_spans(question, answer, spans_per_object)
+            bad = np.full(len(out.scores), np.nan, np.float32)
+            return SpanGrounding(out.masks, out.scores if answer in self.present else bad, {})
+
+    (spec,) = build_tasks("shapes", n=1, tasks="absent")
+    present = {s.answer for s in spec.dataset if s.meta["kind"] != ABSENT}
+    res = evaluate("shapes", NanOnAbsent(present), n=1, tasks="absent", progress=False)
+    (task,) = res["tasks"].values()
+    m = task["metrics"]["score"]
+    assert task["failed"] == m["absent"] == m["missing"] > 0  # failed, scored the worst way, not dropped
+    assert m["absent_shown"] == 1.0 and "in [0, 1]" in task["failures"][0]["error"]

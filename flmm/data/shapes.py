@@ -216,6 +216,8 @@ class ShapesRefNarratives(_ShapesBase):
         super().__init__(split, n, check=check)
         self.question, self.absent = question, int(absent)
         self.keep_empty_masks = self.absent > 0
+        if self.absent:  # other samples: other ids, so a feature cache never mixes the two
+            self.name = f"shapes-{self.task}-absent{self.absent}/{split}"
         for seed in self.seeds:
             m = len(self._expressions(seed))
             for start in range(0, m, max_expressions):

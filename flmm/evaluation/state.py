@@ -29,7 +29,8 @@ class TaskState:
 
     Attributes:
         task: task id, e.g. ``"res/shapes-res/test"``.
-        kind: ``"res"``, ``"narrative"`` (PNG + keywords), ``"reasonseg"``, ``"gcg"`` or ``"qa"``.
+        kind: ``"res"``, ``"narrative"`` (PNG + keywords), ``"reasonseg"``, ``"gcg"``, ``"qa"`` or
+            ``"presence"``.
         dataset: the dataset's name.
         accumulators: accumulator name -> its ``state_dict()``.
         samples: samples evaluated (including failed ones; excluding those the reader skipped).

@@ -268,8 +268,8 @@ class TaskRunner:
             dec = check_masks(dec, k, sample.image_hw, "decoder masks") if dec is not None else None
             kw = out.extras.get("keyword_spans")
             scores = [float(v) for v in np.asarray(out.scores, dtype=np.float64).reshape(-1)]
-            if len(scores) != k:
-                raise InputError(f"the grounder returned {len(scores)} scores for {k} objects")
+            if len(scores) != k or not all(0.0 <= v <= 1.0 for v in scores):  # also refuses NaN
+                raise InputError(f"the grounder returned scores {scores} for {k} objects; need {k} in [0, 1]")
             return masks, dec, (list(kw) if kw is not None else None), scores
         except (DataError, KeyboardInterrupt):
             raise

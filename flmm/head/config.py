@@ -163,6 +163,10 @@ class HeadConfig:
             self.sam = SamIdentity(**_pick(SamIdentity, self.sam))
         if isinstance(self.presence, dict):
             self.presence = PresenceCheck(**_pick(PresenceCheck, self.presence))
+        elif self.presence is not None and not isinstance(self.presence, PresenceCheck):
+            raise ConfigError(
+                f"HeadConfig.presence must be null or an object with a 'question', got {self.presence!r}"
+            )
         if isinstance(self.loss_weights, dict):
             self.loss_weights = LossWeights(**_pick(LossWeights, self.loss_weights))
         self.validate()

@@ -55,13 +55,17 @@ class PresenceCheck:
     nouns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not all(isinstance(v, str) for v in (self.question, self.yes, self.no)):
+            raise ConfigError("a presence check's question, yes and no must be strings")
+        if isinstance(self.nouns, str) or not all(isinstance(n, str) for n in self.nouns):
+            raise ConfigError(f"presence nouns must be a list of words, got {self.nouns!r}")
         if "{expression}" not in self.question and "{indefinite}" not in self.question:
             raise ConfigError(
                 f"presence question {self.question!r} needs {{expression}} or {{indefinite}} for the phrase"
             )
         if not self.yes.strip() or not self.no.strip() or self.yes == self.no:
             raise ConfigError(f"presence answers must be two different words, got {self.yes!r}, {self.no!r}")
-        if not np.isfinite(self.bias):
+        if not isinstance(self.bias, (int, float)) or not np.isfinite(self.bias):
             raise ConfigError(f"presence bias must be finite, got {self.bias}")
         self.nouns = tuple(str(n).lower() for n in self.nouns)
 
@@ -75,7 +79,9 @@ class PresenceCheck:
         if words and words[0].lower() == "the" and len(words) > 1:
             rest = words[1:]
             words = (
-                rest if rest[0].lower() in NUMBER_WORDS else ["an" if rest[0][0] in "aeiou" else "a", *rest]
+                rest
+                if rest[0].lower() in NUMBER_WORDS
+                else ["an" if rest[0][0].lower() in "aeiou" else "a", *rest]
             )
         return self.question.replace("{expression}", phrase.strip()).replace("{indefinite}", " ".join(words))
 
@@ -139,8 +145,8 @@ def calibrate_bias(present: np.ndarray, absent: np.ndarray) -> float:
             "calibrating the presence bias needs phrases that are there and phrases that are not"
         )
     cuts = np.unique(np.concatenate([p, a]))
-    # a cut between consecutive values, or below/above all of them
-    cand = np.concatenate([[cuts[0] - 1.0], (cuts[1:] + cuts[:-1]) / 2, [cuts[-1] + 1.0]])
+    # a cut between consecutive values, below/above all of them, or 0 itself (no bias)
+    cand = np.concatenate([[cuts[0] - 1.0], (cuts[1:] + cuts[:-1]) / 2, [cuts[-1] + 1.0], [0.0]])
     j = np.array([(p >= c).mean() - (a >= c).mean() for c in cand])
     best = np.flatnonzero(j >= j.max() - 1e-12)
     cut = cand[best[np.argmin(np.abs(cand[best]))]]

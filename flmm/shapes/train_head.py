@@ -85,6 +85,8 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
     process calibrates, writes and exports)."""
     from transformers import SamModel
 
+    # a bad presence question fails here, not after training
+    check = PresenceCheck(cfg.presence_question, nouns=PRESENCE_NOUNS) if cfg.presence_question else None
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     out = Path(cfg.out)
@@ -170,11 +172,11 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         val = ShapesNarratives("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
         threshold, sweep = calibrate_keyword_threshold(lmm, head.eval(), [val[i] for i in range(len(val))])
         head.config.keyword_threshold = threshold
-        if cfg.presence_question:  # the LMM's yes/no bias, on validation phrases that are and are not there
-            held_out = ShapesPresence("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
-            check = PresenceCheck(cfg.presence_question, nouns=PRESENCE_NOUNS)
-            head.config.presence, presence = calibrate_presence(lmm, check, list(held_out))
         head.config.save(final_config)
+        if check is not None:  # the LMM's yes/no bias, on validation phrases that are and are not there
+            held_out = ShapesPresence("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
+            head.config.presence, presence = calibrate_presence(lmm, check, list(held_out))
+            head.config.save(final_config)
     summary = {
         "samples": {n: len(d) for n, d in datasets.items()},
         "cache": counts,  # this (the main) process's share when several processes cached
