@@ -110,6 +110,15 @@ def test_batch_with_padding_matches_single(lmm):
         assert (single.hidden_states - got.hidden_states).abs().max().item() <= 1e-4
 
 
+def test_next_token_logits_batched_match_single(lmm):
+    imgs = [_image(40, 60, 5), _image(50, 30, 6)]
+    convs = [conversation(Q), conversation("is there a big red circle in the image ?")]
+    batch = lmm.next_token_logits(imgs, convs)
+    assert batch.shape == (2, lmm.model.config.get_text_config().vocab_size) and batch.dtype == torch.float32
+    for k, (img, msgs) in enumerate(zip(imgs, convs)):  # the last real token of each row, either padding side
+        assert (lmm.next_token_logits([img], [msgs])[0] - batch[k]).abs().max().item() <= 1e-4
+
+
 def test_generation_capture_equals_teacher_forced(lmm):
     img = _image(seed=4)
     with warnings.catch_warnings():  # the key/value cache goes by the installed transformers' own name

@@ -111,3 +111,15 @@ def test_calibration_on_held_out_phrases_separates_them(lmm):
     assert check.question == CHECK.question and check.bias == summary["bias"]
     assert summary["absent"] > 0 and summary["present"] > summary["absent"]
     assert summary["present_shown"] - summary["absent_shown"] > 0.3 and summary["auroc"] > 0.7
+
+
+def test_grounding_refuses_presence_of_another_length():
+    from flmm.pipeline.types import Grounding
+
+    masks, scores = np.zeros((2, 4, 4), dtype=bool), np.array([0.9, 0.1])
+    with pytest.raises(InputError, match="presence"):
+        Grounding.build("a ; b", ["a", "b"], [(0, 1), (4, 5)], masks, scores, 0.5, "f-lmm", presence=[0.5])
+    g = Grounding.build(
+        "a ; b", ["a", "b"], [(0, 1), (4, 5)], masks, scores, 0.5, "f-lmm", presence=[0.9, 0.1]
+    )
+    assert g.presence is not None and g.presence.dtype == np.float32 and g.presence.shape == (2,)

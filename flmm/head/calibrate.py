@@ -141,11 +141,11 @@ def calibrate_presence(
     present: list[float] = []
     absent: list[float] = []
     for s in samples:
-        objects = [o for o in s.objects if check.covers(" ".join(o.texts(s.answer)))]
-        if not objects:
+        asked = [(t, o) for o in s.objects if check.covers(t := " ".join(o.texts(s.answer)))]
+        if not asked:
             continue
-        z = yes_logits(lmm, s.load_image(), [" ".join(o.texts(s.answer)) for o in objects], check)
-        for o, v in zip(objects, z):
+        z = yes_logits(lmm, s.load_image(), [t for t, _ in asked], check)
+        for (_, o), v in zip(asked, z):
             (present if o.get_mask().any() else absent).append(float(v))
     bias = calibrate_bias(np.array(present), np.array(absent))
     p, a = np.array(present) + bias, np.array(absent) + bias

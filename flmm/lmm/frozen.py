@@ -213,6 +213,19 @@ class FrozenLMM:
         enc = self.encode(image, messages)
         return self.model(**self._model_inputs(enc.inputs), use_cache=False).logits[0]
 
+    @torch.inference_mode()
+    def next_token_logits(
+        self, images: Sequence[ImageLike], conversations: Sequence[list[Message]]
+    ) -> torch.Tensor:
+        """``(B, vocab)`` float32 logits of the token that would follow each conversation's generation
+        prompt (one batched forward, no generation, no capture; either padding side)."""
+        enc = self.encode_batch(images, conversations, generation=True)
+        inputs = self._model_inputs(enc[0].inputs)
+        logits = self.model(**inputs, use_cache=False).logits
+        mask = inputs["attention_mask"]
+        last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1).to(logits.device)
+        return logits[torch.arange(len(enc), device=logits.device), last].float()
+
     # --- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(

@@ -105,15 +105,7 @@ def yes_logits(lmm: FrozenLMM, image: ImageLike, phrases: Sequence[str], check: 
     if yes == no:
         raise ConfigError(f"presence answers {check.yes!r} and {check.no!r} start with the same token")
     pil = load_image(image)
-    convs = [conversation(check.ask(p)) for p in phrases]
-    encs = lmm.encode_batch([pil] * len(convs), convs, generation=True)
-    inputs = lmm._model_inputs(encs[0].inputs)
-    logits = lmm.model(**inputs, use_cache=False).logits
-    # the last real token of each row, whichever side the processor pads
-    last = (
-        inputs["attention_mask"] * torch.arange(inputs["attention_mask"].shape[1], device=logits.device)
-    ).argmax(1)
-    rows = logits[torch.arange(len(convs), device=logits.device), last].float()
+    rows = lmm.next_token_logits([pil] * len(phrases), [conversation(check.ask(p)) for p in phrases])
     return (rows[:, yes] - rows[:, no]).cpu().double().numpy()
 
 

@@ -97,9 +97,17 @@ class Grounding:
         """Apply ``min_score`` to raw ``(K, H, W)`` masks and ``(K,)`` scores and compute the boxes."""
         masks = np.array(masks, dtype=bool, copy=True)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-        if masks.ndim != 3 or len(masks) != len(scores) or len(scores) != len(phrases):
+        if presence is not None:
+            presence = np.asarray(presence, dtype=np.float32).reshape(-1)
+        if (
+            masks.ndim != 3
+            or len(masks) != len(scores)
+            or len(scores) != len(phrases)
+            or (presence is not None and len(presence) != len(phrases))
+        ):
             raise InputError(
-                f"{len(phrases)} phrases, masks {masks.shape} and {len(scores)} scores do not match"
+                f"{len(phrases)} phrases, masks {masks.shape}, {len(scores)} scores"
+                f"{'' if presence is None else f' and {len(presence)} presence values'} do not match"
             )
         kept = scores >= np.float32(min_score)
         masks[~kept] = False
@@ -116,7 +124,7 @@ class Grounding:
             image_size=(int(masks.shape[1]), int(masks.shape[2])),
             token_indices=[list(map(int, t)) for t in (token_indices or [])],
             capture=capture,
-            presence=None if presence is None else np.asarray(presence, dtype=np.float32).reshape(-1),
+            presence=presence,
         )
 
     @classmethod
