@@ -119,6 +119,30 @@ def test_next_token_logits_batched_match_single(lmm):
         assert (lmm.next_token_logits([img], [msgs])[0] - batch[k]).abs().max().item() <= 1e-4
 
 
+def test_capture_and_ask_runs_the_image_once_and_equals_separate_calls(lmm, monkeypatch):
+    img = _image(seed=7)
+    msgs = conversation(Q, A)
+    asks = [
+        conversation("is there a red circle ?"),
+        conversation("is there a big blue square in the image ?"),
+    ]
+    ref_cap, ref = lmm.capture(img, msgs, spans=[(4, 10)]), lmm.next_token_logits([img] * 2, asks)
+    whole, calls = lmm.next_token_logits, []  # the path that runs each question whole, image included
+    monkeypatch.setattr(lmm, "next_token_logits", lambda *a: (calls.append(1), whole(*a))[1])
+    cap, got = lmm.capture_and_ask(img, msgs, asks, spans=[(4, 10)])
+    assert not calls  # every family's template puts the image before the text: the questions share it
+    assert got.shape == ref.shape and (got - ref).abs().max().item() <= 1e-4
+    assert torch.equal(cap.positions, ref_cap.positions)
+    for a, b in zip(cap.attentions, ref_cap.attentions):
+        assert (a - b).abs().max().item() <= 1e-5
+    # a capture that differs from the questions before the image (a system prompt): run whole
+    sys_msgs = conversation(Q, A, system="you are a careful observer .")
+    cap, got = lmm.capture_and_ask(img, sys_msgs, asks)
+    assert calls and (got - ref).abs().max().item() <= 1e-4
+    assert torch.equal(cap.positions, lmm.capture(img, sys_msgs).positions)
+    assert lmm.capture_and_ask(img, msgs, [])[1].shape == (0, ref.shape[1])
+
+
 def test_generation_capture_equals_teacher_forced(lmm):
     img = _image(seed=4)
     with warnings.catch_warnings():  # the key/value cache goes by the installed transformers' own name

@@ -34,7 +34,7 @@ from flmm.head.types import GroundingResult
 from flmm.image import ImageLike, load_image
 from flmm.lmm.frozen import FrozenLMM
 from flmm.lmm.messages import conversation
-from flmm.lmm.presence import PresenceCheck, cap_scores, presence_probability
+from flmm.lmm.presence import PresenceCheck, cap_scores, probabilities, questions
 from flmm.lmm.types import CaptureResult
 
 Span = tuple[int, int]
@@ -215,7 +215,11 @@ class CaptureGrounder:
         # chat templates may trim the answer: capture the stripped text and shift the spans onto it
         shift = len(answer) - len(answer.lstrip())
         text = answer.strip()
-        cap = self.lmm.capture(image, conversation(question, text))
+        texts = [" ".join(answer[s:e] for s, e in spans).strip() for spans in spans_per_object]
+        # a presence question about each expression (not about caption spans), sharing the capture's image
+        check = self.presence if texts and all(t == text for t in texts) else None
+        asked, qs = questions(check, texts) if check is not None else ([], [])
+        cap, logits = self.lmm.capture_and_ask(image, conversation(question, text), qs)
         objects = [
             tokens_for_spans(cap, [(s - shift, e - shift) for s, e in spans]) for spans in spans_per_object
         ]
@@ -232,9 +236,8 @@ class CaptureGrounder:
         if res.refiner_scores is not None and res.decoder_masks is not None:
             extras["decoder_masks"] = _np_masks(res.decoder_masks)
         scores = res.scores.detach().float().cpu().numpy()
-        texts = [" ".join(answer[s:e] for s, e in spans).strip() for spans in spans_per_object]
-        if self.presence is not None and all(t == text for t in texts):  # expressions, not caption spans
-            extras["presence"] = presence_probability(self.lmm, image, texts, self.presence)
+        if check is not None:
+            extras["presence"] = probabilities(self.lmm, check, logits, asked, len(texts))
             scores = cap_scores(scores, extras["presence"])
         return SpanGrounding(_np_masks(res.masks), scores, extras)
 

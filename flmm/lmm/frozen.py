@@ -183,14 +183,22 @@ class FrozenLMM:
         token_indices: Sequence[Sequence[int] | None] | None = None,
     ) -> list[CaptureResult]:
         """:meth:`capture` for a padded batch in one forward pass."""
-        encs = self.encode_batch(images, conversations, generation=False)
+        return self._capture_encoded(self.encode_batch(images, conversations), spans, token_indices)
+
+    def _capture_encoded(
+        self, encs: list[Encoded], spans=None, token_indices=None, cache: DynamicCache | None = None
+    ) -> list[CaptureResult]:
+        """Capture a batch already encoded; with ``cache``, the forward fills it (keys of every position)."""
         spans = spans or [None] * len(encs)
         token_indices = token_indices or [None] * len(encs)
         chosen = [_select(e, s, t) for e, s, t in zip(encs, spans, token_indices)]
         positions = _pad([e.answer_positions[c] for e, c in zip(encs, chosen)])
         key_index = _pad([e.key_index for e in encs])
+        kw: dict[str, Any] = (
+            {"use_cache": False} if cache is None else {"use_cache": True, CACHE_KWARG: cache}
+        )
         with self._capture_ctx(key_index, positions=positions) as state:
-            self.model(**self._model_inputs(encs[0].inputs), use_cache=False)
+            self.model(**self._model_inputs(encs[0].inputs), **kw)
         _, rows, hidden, last = state.stack()
         results = []
         for b, (enc, c) in enumerate(zip(encs, chosen)):
@@ -225,6 +233,63 @@ class FrozenLMM:
         mask = inputs["attention_mask"]
         last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1).to(logits.device)
         return logits[torch.arange(len(enc), device=logits.device), last].float()
+
+    @torch.no_grad()
+    def capture_and_ask(
+        self,
+        image: ImageLike,
+        messages: list[Message],
+        questions: Sequence[list[Message]],
+        spans: Sequence[tuple[int, int]] | None = None,
+    ) -> tuple[CaptureResult, torch.Tensor]:
+        """:meth:`capture` of ``messages`` and :meth:`next_token_logits` of ``K`` questions about the same
+        image, with the image's tokens run once.
+
+        The capture's forward keeps its key/value cache; each question continues it from the first token
+        where all questions and the capture differ (after the image, for templates that put the image
+        before the text), so a question costs a forward of its own few tokens. When that shared prefix
+        ends before the image's last token, the questions are run whole (:meth:`next_token_logits`).
+
+        Returns:
+            the capture (as :meth:`capture`) and ``(K, vocab)`` float32 logits, equal to
+            ``next_token_logits([image] * K, questions)`` up to float error.
+        """
+        enc = self.encode(image, messages)
+        if not questions:
+            vocab = self.model.config.get_text_config().vocab_size
+            return self._capture_encoded([enc], [spans])[0], torch.zeros(0, vocab)
+        asked = self.encode_batch([image] * len(questions), questions, generation=True)
+        full = enc.inputs["input_ids"][0]
+        mask = asked[0].inputs["attention_mask"].bool()
+        ids = [asked[0].inputs["input_ids"][b][mask[b]] for b in range(len(asked))]
+        shared = min(min(_common_prefix(full, q), len(q) - 1) for q in ids)
+        if shared <= int(enc.key_index.max()):  # they part before the image ends: no cache to share
+            whole = self.next_token_logits([image] * len(ids), questions)
+            return self._capture_encoded([enc], [spans])[0], whole
+        cache = DynamicCache()  # every key kept, as in generate (see there)
+        cap = self._capture_encoded([enc], [spans], cache=cache)[0]
+        tok = self.adapter.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        rows = []
+        for q in ids:
+            extra = cache.get_seq_length() - shared
+            if extra:  # a negative count removes that many tokens in every transformers 5 release
+                cache.crop(-extra)
+            q = q[None].to(self.device)
+            # generate's input preparation runs only the uncached tokens, with each family's positions
+            out = self.model.generate(
+                input_ids=q,
+                attention_mask=torch.ones_like(q),
+                **{CACHE_KWARG: cache},
+                max_new_tokens=1,
+                do_sample=False,
+                num_beams=1,  # whatever the model's generation config says: one greedy step, raw logits
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=pad,
+            )
+            rows.append(out.logits[0][0].float())
+        return cap, torch.stack(rows)
 
     # --- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -299,6 +364,13 @@ def decode_with_offsets(tokenizer: Any, ids: torch.Tensor) -> tuple[str, torch.T
         offsets.append((common, len(cur)) if len(cur) > common else (len(cur), len(cur)))
         prev = cur
     return prev, torch.tensor(offsets, dtype=torch.long).reshape(-1, 2)
+
+
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Number of leading ids ``a (n,)`` and ``b (m,)`` share."""
+    n = min(len(a), len(b))
+    differ = torch.nonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
 
 
 def _select(enc: Encoded, spans, token_indices) -> torch.Tensor:

@@ -3,15 +3,17 @@
 A mask head always draws its best guess: asked for "the red circle" in a scene with a red diamond and a
 blue circle, it outlines one of them with confidence. The frozen LMM still answers questions, so flmm
 asks it, with a yes/no question built from the phrase, and reads the next-token logits of the two
-answer words (one forward pass per phrase, batched; nothing is generated and nothing trained):
+answer words (nothing is generated and nothing trained):
 
     p = sigmoid(logit(yes) - logit(no) + bias)
 
 When the head's config names a :class:`PresenceCheck`, the grounding pipeline's ``ground`` and the
 evaluation's grounder (for answers that are one referring expression, not spans of a caption) take
 ``min(mask score, p)`` as a phrase's score, so a phrase the LMM says is not there falls below the
-default ``min_score`` (0.5) and its mask is not shown. ``bias`` is chosen on held-out data
-(:func:`calibrate_bias`); the shapes-world head's numbers are in docs/results.md (session 26).
+default ``min_score`` (0.5) and its mask is not shown. Both ask through
+:meth:`FrozenLMM.capture_and_ask`: each question continues the key/value cache of the grounding forward
+after the image, so it costs a forward of its own few tokens (docs/benchmarks.md). ``bias`` is chosen on
+held-out data (:func:`calibrate_bias`); the shapes-world head's numbers are in docs/results.md (session 26).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from flmm.errors import ConfigError, InputError
 from flmm.image import ImageLike, load_image
-from flmm.lmm.messages import conversation
+from flmm.lmm.messages import Message, conversation
 
 if TYPE_CHECKING:
     from flmm.lmm.frozen import FrozenLMM
@@ -94,32 +96,57 @@ def _answer_token(lmm: FrozenLMM, word: str) -> int:
     return int(ids[0])
 
 
-@torch.inference_mode()
+def questions(check: PresenceCheck, phrases: Sequence[str]) -> tuple[list[int], list[list[Message]]]:
+    """The indices of the phrases ``check`` covers, and the question conversation about each of them."""
+    if any(not isinstance(p, str) or not p.strip() for p in phrases):
+        raise InputError("every phrase to check must be non-empty text")
+    asked = [i for i, p in enumerate(phrases) if check.covers(p)]
+    return asked, [conversation(check.ask(phrases[i])) for i in asked]
+
+
+def logit_differences(lmm: FrozenLMM, check: PresenceCheck, logits: torch.Tensor) -> np.ndarray:
+    """``(K,)`` float64 ``logit(yes) - logit(no)`` (no bias) from next-token ``logits (K, vocab)``."""
+    yes, no = _answer_token(lmm, check.yes), _answer_token(lmm, check.no)
+    if yes == no:
+        raise ConfigError(f"presence answers {check.yes!r} and {check.no!r} start with the same token")
+    return (logits[:, yes] - logits[:, no]).cpu().double().numpy()
+
+
+def probabilities(
+    lmm: FrozenLMM, check: PresenceCheck, logits: torch.Tensor, asked: Sequence[int], n: int
+) -> np.ndarray:
+    """``(n,)`` float32: ``sigmoid(logit(yes) - logit(no) + bias)`` for the ``asked`` phrases, whose
+    question logits are the rows of ``logits``, NaN for the others (see :func:`questions`)."""
+    out = np.full(n, np.nan, dtype=np.float32)
+    if len(asked):
+        z = logit_differences(lmm, check, logits) + check.bias
+        out[list(asked)] = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
 def yes_logits(lmm: FrozenLMM, image: ImageLike, phrases: Sequence[str], check: PresenceCheck) -> np.ndarray:
-    """``(K,)`` float64 ``logit(yes) - logit(no)`` for the question about each of ``K`` phrases (no bias)."""
+    """``(K,)`` float64 ``logit(yes) - logit(no)`` for the question about each of ``K`` phrases (no bias;
+    every phrase is asked, covered or not)."""
     if not phrases:
         return np.zeros(0)
     if any(not isinstance(p, str) or not p.strip() for p in phrases):
         raise InputError("every phrase to check must be non-empty text")
-    yes, no = _answer_token(lmm, check.yes), _answer_token(lmm, check.no)
-    if yes == no:
-        raise ConfigError(f"presence answers {check.yes!r} and {check.no!r} start with the same token")
     pil = load_image(image)
     rows = lmm.next_token_logits([pil] * len(phrases), [conversation(check.ask(p)) for p in phrases])
-    return (rows[:, yes] - rows[:, no]).cpu().double().numpy()
+    return logit_differences(lmm, check, rows)
 
 
 def presence_probability(
     lmm: FrozenLMM, image: ImageLike, phrases: Sequence[str], check: PresenceCheck
 ) -> np.ndarray:
     """``(K,)`` float32 in [0, 1]: the LMM's (biased) probability that each phrase's referent is there;
-    NaN for a phrase the check does not cover (``check.nouns``)."""
-    out = np.full(len(phrases), np.nan, dtype=np.float32)
-    asked = [i for i, p in enumerate(phrases) if check.covers(p)]
-    if asked:
-        z = yes_logits(lmm, image, [phrases[i] for i in asked], check) + check.bias
-        out[asked] = 1.0 / (1.0 + np.exp(-z))
-    return out
+    NaN for a phrase the check does not cover (``check.nouns``). One batched forward of the questions;
+    :meth:`FrozenLMM.capture_and_ask` gives the same logits beside a capture of the image."""
+    asked, convs = questions(check, phrases)
+    if not asked:
+        return np.full(len(phrases), np.nan, dtype=np.float32)
+    pil = load_image(image)
+    return probabilities(lmm, check, lmm.next_token_logits([pil] * len(asked), convs), asked, len(phrases))
 
 
 def cap_scores(scores: np.ndarray, presence: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from flmm.head.model import FLMMHead
 from flmm.image import ImageLike, load_image
 from flmm.lmm.frozen import FrozenLMM, Generation
 from flmm.lmm.messages import conversation
-from flmm.lmm.presence import cap_scores, presence_probability
+from flmm.lmm.presence import cap_scores, probabilities, questions
 from flmm.lmm.types import CaptureResult
 from flmm.pipeline.grounders import Grounder, build_grounder, phrases_for_spans
 from flmm.pipeline.streaming import TextChunkStreamer, ThreadedStream
@@ -230,13 +230,16 @@ class GroundingPipeline:
     ) -> Grounding:
         img = self._require_image()
         thr = _check_min_score(min_score, self.min_score)
+        conv = conversation(self.question, text)
         with self._lock:
-            cap = self.lmm.capture(img.pil, conversation(self.question, text), spans=spans)
-            phrases = phrases_for_spans(cap, spans)
-            presence = None
-            if ask_presence and self.presence is not None:
-                presence = presence_probability(self.lmm, img.pil, [p.text for p in phrases], self.presence)
-            return self._predict(cap, phrases, img, thr, presence)
+            if not ask_presence or self.presence is None:
+                cap, presence = self.lmm.capture(img.pil, conv, spans=spans), None
+            else:  # the questions continue the capture's cache: the image is run once
+                names = [text[s:e] for s, e in spans]
+                asked, qs = questions(self.presence, names)
+                cap, logits = self.lmm.capture_and_ask(img.pil, conv, qs, spans=spans)
+                presence = probabilities(self.lmm, self.presence, logits, asked, len(names))
+            return self._predict(cap, phrases_for_spans(cap, spans), img, thr, presence)
 
     def _predict(
         self,
