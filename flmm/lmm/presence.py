@@ -96,10 +96,14 @@ def _answer_token(lmm: FrozenLMM, word: str) -> int:
     return int(ids[0])
 
 
-def questions(check: PresenceCheck, phrases: Sequence[str]) -> tuple[list[int], list[list[Message]]]:
-    """The indices of the phrases ``check`` covers, and the question conversation about each of them."""
+def _require_text(phrases: Sequence[str]) -> None:
     if any(not isinstance(p, str) or not p.strip() for p in phrases):
         raise InputError("every phrase to check must be non-empty text")
+
+
+def questions(check: PresenceCheck, phrases: Sequence[str]) -> tuple[list[int], list[list[Message]]]:
+    """The indices of the phrases ``check`` covers, and the question conversation about each of them."""
+    _require_text(phrases)
     asked = [i for i, p in enumerate(phrases) if check.covers(p)]
     return asked, [conversation(check.ask(phrases[i])) for i in asked]
 
@@ -129,8 +133,7 @@ def yes_logits(lmm: FrozenLMM, image: ImageLike, phrases: Sequence[str], check: 
     every phrase is asked, covered or not)."""
     if not phrases:
         return np.zeros(0)
-    if any(not isinstance(p, str) or not p.strip() for p in phrases):
-        raise InputError("every phrase to check must be non-empty text")
+    _require_text(phrases)
     pil = load_image(image)
     rows = lmm.next_token_logits([pil] * len(phrases), [conversation(check.ask(p)) for p in phrases])
     return logit_differences(lmm, check, rows)
