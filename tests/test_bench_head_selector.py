@@ -31,6 +31,7 @@ def test_head_selector_benchmark_needs_a_head_with_a_selector(tmp_path, monkeypa
 
     head = FLMMHead.from_pretrained(resolve("flmm:shapes/head"))
     head.config.part_selector = False
+    head.config.part_check = None  # it checks the selector's parts
     head.part_selector = None
     head.save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="no part selector"):

@@ -29,5 +29,6 @@ def test_each_way_runs_its_own_path_and_the_pipeline_is_restored(pipe, monkeypat
     # only the 'whole' rounds (warm-up and one timed) run the question as its own forward
     assert separate_asks == [True] * (2 * calls)
     assert pipe.presence is check and "capture_and_ask" not in vars(lmm)
+    monkeypatch.setattr(pipe.head.config, "part_check", None)  # it shows the LMM parts of masks alone
     g = pipe.ground("the red circle")
     assert g.presence is not None and len(separate_asks) == 2 * calls  # back on the shared path

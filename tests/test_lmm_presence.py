@@ -67,6 +67,9 @@ def test_head_config_keeps_the_check_and_reads_old_configs():
     d = cfg.to_dict()
     assert HeadConfig.from_dict(d).presence == cfg.presence
     d.pop("presence")
+    with pytest.raises(ConfigError, match="part_check"):  # the part check asks the presence question
+        HeadConfig.from_dict(d)
+    d.pop("part_check")
     assert HeadConfig.from_dict(d).presence is None  # a head saved before the check: not asked
     # a recipe's "head" overrides may name one as plain JSON
     recipe = {"question": "Is there {expression} in the image? Answer yes or no.", "yes": "Yes", "no": "No"}

@@ -107,8 +107,9 @@ class _HeadStrategy:
 
     name = "f-lmm"
 
-    def __init__(self, head: FLMMHead) -> None:
+    def __init__(self, head: FLMMHead, lmm: FrozenLMM) -> None:
         self.head = head
+        self.lmm = lmm  # asked about the parts of a mask when the head's config has a part check
 
     def embed(self, image: Image.Image) -> torch.Tensor | None:
         return self.head.embed_image(image) if self.head.refiner is not None else None
@@ -119,7 +120,7 @@ class _HeadStrategy:
     def predict(
         self, capture: CaptureResult, objects, image: Image.Image, image_state: Any
     ) -> GroundingResult:
-        return self.head.predict(capture, objects, image=image, image_embedding=image_state)
+        return self.head.predict(capture, objects, image=image, image_embedding=image_state, lmm=self.lmm)
 
 
 def tokens_for_spans(capture: CaptureResult, spans: Sequence[Span]) -> list[int]:
@@ -273,7 +274,7 @@ class FLMMGrounder(CaptureGrounder):
         head.eval()
         super().__init__(
             lmm,
-            _HeadStrategy(head),
+            _HeadStrategy(head, lmm),
             question=head.config.question,
             name="f-lmm",
             presence=head.config.presence,

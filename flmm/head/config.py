@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flmm.errors import ConfigError
+from flmm.lmm.part_check import PartCheck
 from flmm.lmm.presence import PresenceCheck
 from flmm.lmm.types import LMMIdentity
 
@@ -132,6 +133,9 @@ class HeadConfig:
             asked whether each phrase given to ground is in the image, and a phrase's score becomes the
             smaller of the mask's and the LMM's yes-probability (an flmm extension: phrases that
             denote nothing get a low score instead of a confident mask on a look-alike).
+        part_check: None or a :class:`~flmm.lmm.part_check.PartCheck` (needs ``part_selector`` and
+            ``presence``): at inference each part of a mask is shown alone to the frozen LMM, asked the
+            presence question, and the answer moves the part selector's choice (an flmm extension).
         format_version: version of this file layout.
     """
 
@@ -153,6 +157,7 @@ class HeadConfig:
     question: str = "Please give me a description of the image."
     phrase_separator: str = "; "
     presence: PresenceCheck | None = None
+    part_check: PartCheck | None = None
     format_version: int = CONFIG_FORMAT
 
     def __post_init__(self) -> None:
@@ -167,6 +172,10 @@ class HeadConfig:
             raise ConfigError(
                 f"HeadConfig.presence must be null or an object with a 'question', got {self.presence!r}"
             )
+        if isinstance(self.part_check, dict):
+            self.part_check = PartCheck(**_pick(PartCheck, self.part_check))
+        elif self.part_check is not None and not isinstance(self.part_check, PartCheck):
+            raise ConfigError(f"HeadConfig.part_check must be null or an object, got {self.part_check!r}")
         if isinstance(self.loss_weights, dict):
             self.loss_weights = LossWeights(**_pick(LossWeights, self.loss_weights))
         self.validate()
@@ -204,6 +213,11 @@ class HeadConfig:
             raise ConfigError(f"loss weights must be >= 0, got {asdict(self.loss_weights)}")
         if self.use_refiner and self.sam is None:
             raise ConfigError("HeadConfig.use_refiner is True but no SAM identity is given: pass sam=...")
+        if self.part_check is not None and not (self.part_selector and self.presence is not None):
+            raise ConfigError(
+                "HeadConfig.part_check checks the part selector's parts with the presence question: "
+                "it needs part_selector=True and a presence check"
+            )
         if self.format_version > CONFIG_FORMAT:
             raise ConfigError(
                 f"config format {self.format_version} is newer than this flmm understands ({CONFIG_FORMAT}): "

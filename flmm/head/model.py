@@ -8,6 +8,7 @@ a local folder or a Hugging Face hub repo through ``huggingface_hub.ModelHubMixi
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -22,24 +23,20 @@ from flmm.head.config import HeadConfig, SamIdentity
 from flmm.head.hub import CONFIG_NAME, MODEL_CARD, WEIGHTS_NAME, checkpoint_files, load_sam
 from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
 from flmm.head.losses import canvas_targets, compute_losses, object_masks
-from flmm.head.prep import canvas_logits_to_image, collate_canvases, prepare_object_maps
+from flmm.head.prep import CanvasBatch, canvas_logits_to_image, collate_canvases, prepare_object_maps
 from flmm.head.refiner import FROZEN_PREFIXES, SamRefiner
-from flmm.head.sam_frame import frame_image_mask, frame_logits_to_image
+from flmm.head.result import on_image
+from flmm.head.sam_frame import frame_logits_to_image
 from flmm.head.selector import PartSelector, find_parts, kept_parts, suppress_parts, true_parts
 from flmm.head.text_prompt import LanguageCue
-from flmm.head.types import GroundingQuery, GroundingResult, HeadOutput, ObjectFeatures
+from flmm.head.types import GroundingQuery, GroundingResult, HeadOutput, ObjectFeatures, PartScorer
 from flmm.head.unet import UNetDecoder
+from flmm.image import load_image
+from flmm.lmm.part_check import part_verifier
 from flmm.lmm.types import CaptureResult, LMMIdentity
 
-
-def _stage_confidence(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``(K, h, w)`` logits, ``(K, h, w)`` 0/1 on-image weights -> ``(K,)`` mean foreground probability, or
-    the highest probability when no cell is foreground."""
-    prob = torch.sigmoid(logits.float()) * weights
-    fg = (logits > 0) & (weights > 0)
-    n = fg.flatten(1).sum(1)
-    mean_fg = (prob * fg).flatten(1).sum(1) / n.clamp_min(1)
-    return torch.where(n > 0, mean_fg, prob.flatten(1).amax(1))
+if TYPE_CHECKING:
+    from flmm.lmm.frozen import FrozenLMM
 
 
 class FLMMHead(
@@ -136,18 +133,23 @@ class FLMMHead(
         queries: Sequence[GroundingQuery],
         gt_masks: Sequence[torch.Tensor] | None = None,
         refine: bool = True,
+        verifier: PartScorer | None = None,
     ) -> HeadOutput:
         """Run the head on a batch of samples (training and inference share this path).
 
         ``gt_masks`` (per query ``(K_i, H, W)``, as :meth:`compute_losses` takes them) matters only to a head
         with a part selector, in training: the refiner is then prompted with the parts the ground truth
         covers (teacher forcing, see :mod:`flmm.head.selector`). ``refine=False`` stops after the U-Net
-        (and the part selector): no refiner logits, no SAM cost.
+        (and the part selector): no refiner logits, no SAM cost. ``verifier`` (inference, one query; see
+        :class:`~flmm.lmm.part_check.PartVerifier`) rescores the parts of every object it ``wants`` from
+        their masks, each part refined on its own, before the selector's cut.
 
         Returns:
             :class:`HeadOutput` with U-Net canvas logits ``(K, S, S)``, refiner low-res logits ``(K, R, R)``
             over each object's SAM frame, SAM IoU predictions, and per-query keyword logits ``(T_i,)``.
         """
+        if verifier is not None and len(queries) != 1:
+            raise InputError(f"a part verifier checks the objects of one query, got {len(queries)} queries")
         canvases, hidden, q_index, embeddings = [], [], [], []
         keyword_logits = []
         dev = self.device
@@ -190,6 +192,10 @@ class FLMMHead(
             parts = [find_parts(lg, on) for lg, on in zip(logits, batch.on_image())]
             part_logits = self.part_selector(parts, hidden)
             if not (self.training and torch.is_grad_enabled()):  # inference: the selector decides
+                if verifier is not None:
+                    part_logits = self._verify_parts(
+                        verifier, logits, batch, parts, part_logits, hidden, embeddings
+                    )
                 cut = self.config.part_threshold
                 selected = suppress_parts(logits, parts, [kept_parts(pl, cut) for pl in part_logits])
             elif gt_masks is not None:  # training: the ground truth decides what prompts the refiner
@@ -200,7 +206,10 @@ class FLMMHead(
         frames = []
         if self.refiner is not None and refine:
             prompt = logits if selected is None else selected
-            refined, iou, frames = self._refine(prompt, batch, hidden, query_index, queries, embeddings)
+            # one embedding per query that has objects; map each object to its row
+            rows = {qi: r for r, qi in enumerate(i for i, q in enumerate(queries) if len(q.objects))}
+            image_index = [rows[int(qi)] for qi in query_index]
+            refined, iou, frames = self._refine(prompt, batch, hidden, image_index, embeddings)
         return HeadOutput(
             logits, batch, refined, iou, frames, keyword_logits, query_index, parts, part_logits, selected
         )
@@ -229,13 +238,38 @@ class FLMMHead(
             feats.append(ObjectFeatures([a[idx] for a in cap.attentions], cap.hidden_states[idx]))
         return feats, cap.geometries, cap.last_hidden
 
-    def _refine(self, logits, batch, hidden, query_index, queries, embeddings):
+    def _verify_parts(
+        self, verifier, logits, batch, parts, part_logits, hidden, embeddings
+    ) -> list[torch.Tensor]:
+        """Part logits of a one-query batch rescored by ``verifier`` from each part's own mask on the
+        image (refined alone when the head has a refiner, else the U-Net's part)."""
+        out = list(part_logits)
+        for k, p in enumerate(parts):
+            n = p.count
+            if n < 2 or not verifier.wants(k):
+                continue
+            one = [torch.arange(n, device=logits.device) == i for i in range(n)]
+            alone = suppress_parts(logits[k : k + 1].expand(n, -1, -1), [p] * n, one)
+            sub = CanvasBatch(
+                batch.maps[k : k + 1].expand(n, -1, -1, -1),
+                [batch.valid_hw[k]] * n,
+                [batch.geometries[k]] * n,
+            )
+            if self.refiner is None or not embeddings:
+                masks = torch.stack(canvas_logits_to_image(alone, sub.valid_hw, sub.geometries)) > 0
+            else:
+                refined, _, frames = self._refine(alone, sub, [hidden[k]] * n, [0] * n, embeddings)
+                masks = torch.stack([frame_logits_to_image(lg, f) for lg, f in zip(refined, frames)]) > 0
+            out[k] = verifier(k, part_logits[k], masks)
+        return out
+
+    def _refine(self, logits, batch, hidden, image_index, embeddings):
+        """Refiner logits of the ``K`` objects of ``batch``; ``image_index`` ``(K,)``: each object's row in
+        ``embeddings`` (one per image)."""
         ref = self.refiner
         cfg = self.config
         frames = [ref.frame(g.image_hw) for g in batch.geometries]
-        # one embedding per query that has objects; map each object to its row
-        rows = {qi: r for r, qi in enumerate(i for i, q in enumerate(queries) if len(q.objects))}
-        image_index = torch.tensor([rows[int(qi)] for qi in query_index], dtype=torch.long)
+        image_index = torch.as_tensor(image_index, dtype=torch.long)
         emb = torch.cat([e.to(ref.device).reshape(1, *e.shape[-3:]) for e in embeddings])
         prompts = ref.mask_prompts(logits, batch.valid_hw, batch.geometries)
         boxes = ref.box_prompts(prompts, frames) if cfg.box_prompt else None
@@ -262,6 +296,7 @@ class FLMMHead(
         objects: Sequence[Sequence[int]],
         image=None,
         image_embedding: torch.Tensor | None = None,
+        lmm: "FrozenLMM | None" = None,
     ) -> GroundingResult:
         """Masks on the original image's pixels for ``K`` objects of one captured sample.
 
@@ -270,6 +305,8 @@ class FLMMHead(
             objects: per object, token indices into ``capture``'s ``T`` axis.
             image: the image (PIL / uint8 array) when no ``image_embedding`` is given (refiner only).
             image_embedding: ``(1, P, e, e)`` from :meth:`embed_image`, reused across calls.
+            lmm: the frozen LMM; when the config has a part check, it is asked about each part of a mask
+                (:mod:`flmm.lmm.part_check`; needs ``image``). None: no check.
 
         Returns:
             :class:`GroundingResult` with ``(K, H, W)`` bool masks, logits and ``(K,)`` scores.
@@ -278,31 +315,15 @@ class FLMMHead(
             if image is None:
                 raise InputError("pass image=... or image_embedding=head.embed_image(image)")
             image_embedding = self.embed_image(image)
-        out = self.forward([GroundingQuery(capture, objects, image_embedding)])
-        h, w = capture.geometries[0].image_hw
-        if out.num_objects == 0:
-            z = torch.zeros(0, h, w)
-            return GroundingResult(z.bool(), z, torch.zeros(0), torch.zeros(0), decoder_masks=z.bool())
-        batch = out.canvas
-        assert batch is not None  # there are objects
-        decoder_logits = out.decoder_logits if out.selected_logits is None else out.selected_logits
-        dec_img = torch.stack(canvas_logits_to_image(decoder_logits, batch.valid_hw, batch.geometries))
-        dec_conf = _stage_confidence(decoder_logits, batch.on_image())
-        if out.refiner_logits is None:
-            return GroundingResult(dec_img > 0, dec_img, dec_conf, dec_conf, decoder_masks=dec_img > 0)
-        r = out.refiner_logits.shape[-1]
-        ref_img = torch.stack([frame_logits_to_image(lg, f) for lg, f in zip(out.refiner_logits, out.frames)])
-        ref_on_image = torch.stack([frame_image_mask(f, r, device=self.device) for f in out.frames])
-        ref_conf = _stage_confidence(out.refiner_logits, ref_on_image)
-        return GroundingResult(
-            masks=ref_img > 0,
-            logits=ref_img,
-            scores=torch.minimum(dec_conf, ref_conf),
-            decoder_scores=dec_conf,
-            refiner_scores=ref_conf,
-            iou_predictions=out.iou_predictions,
-            decoder_masks=dec_img > 0,
-        )
+        verifier = None
+        if lmm is not None and self.config.part_check is not None:
+            if image is None:
+                raise InputError("the part check shows the LMM the image: pass image=... with lmm=...")
+            verifier = part_verifier(
+                lmm, self.config.presence, self.config.part_check, load_image(image), capture, objects
+            )
+        out = self.forward([GroundingQuery(capture, objects, image_embedding)], verifier=verifier)
+        return on_image(out, capture.geometries[0].image_hw)
 
     @torch.inference_mode()
     def select_keywords(self, capture: CaptureResult, threshold: float | None = None) -> list[Phrase]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -12,6 +13,19 @@ from flmm.head.prep import CanvasBatch
 from flmm.head.sam_frame import SamFrame
 from flmm.head.selector import Parts
 from flmm.lmm.types import CaptureResult
+
+
+class PartScorer(Protocol):
+    """Rescores the part selector's parts of one query's objects at inference (what
+    :meth:`FLMMHead.predict` takes as ``verifier``; :class:`flmm.lmm.part_check.PartVerifier`)."""
+
+    def wants(self, k: int) -> bool:
+        """Whether object ``k``'s parts are to be rescored."""
+        ...
+
+    def __call__(self, k: int, part_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Object ``k``'s ``(n,)`` part logits, given its parts' ``(n, H, W)`` bool masks on the image."""
+        ...
 
 
 @dataclass

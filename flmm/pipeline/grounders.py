@@ -72,8 +72,9 @@ class FLMMGrounder(Grounder):
 
     name = "f-lmm"
 
-    def __init__(self, head: FLMMHead) -> None:
+    def __init__(self, head: FLMMHead, lmm: FrozenLMM | None = None) -> None:
         self.head = head
+        self.lmm = lmm  # asked about the parts of a mask when the head's config has a part check
 
     @classmethod
     def from_parts(cls, lmm: FrozenLMM, head: FLMMHead | None, **options: Any) -> FLMMGrounder:
@@ -81,7 +82,7 @@ class FLMMGrounder(Grounder):
             raise ConfigError("method 'f-lmm' needs a trained mask head: pass head=FLMMHead...")
         if options:
             raise ConfigError(f"method 'f-lmm' takes no options, got {sorted(options)}")
-        return cls(head)
+        return cls(head, lmm)
 
     def embed(self, image: Image.Image) -> torch.Tensor | None:
         """SAM's ``(1, P, e, e)`` image embedding, or None for a head without refiner."""
@@ -99,7 +100,7 @@ class FLMMGrounder(Grounder):
         return out
 
     def predict(self, capture, objects, image, image_state) -> GroundingResult:
-        return self.head.predict(capture, objects, image=image, image_embedding=image_state)
+        return self.head.predict(capture, objects, image=image, image_embedding=image_state, lmm=self.lmm)
 
 
 #: method name -> Grounder subclass, or "module:Class" imported on first use

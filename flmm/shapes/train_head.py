@@ -33,6 +33,7 @@ from flmm.head.calibrate import calibrate_keyword_threshold, calibrate_presence
 from flmm.head.config import HeadConfig
 from flmm.head.model import FLMMHead
 from flmm.lmm.frozen import FrozenLMM
+from flmm.lmm.part_check import PartCheck
 from flmm.lmm.presence import PresenceCheck
 from flmm.recipes.head import train_head
 from flmm.recipes.selector import SelectorFit
@@ -40,6 +41,7 @@ from flmm.shapes.stage import STAGE_PRECISIONS, main_process_alone, process_stat
 from flmm.train import TrainConfig
 from flmm.train.logger import read_log
 from flmm.world import SHAPES
+from flmm.world.describe import LOCATIONS, RELATIONS
 
 log = logging.getLogger("flmm.shapes")
 
@@ -49,6 +51,9 @@ SHAPES_QUESTION = "please give me a description of the image ."
 PRESENCE_QUESTION = "is there {indefinite} ?"
 #: the nouns that question was trained on: phrases without one ("the sky") are not asked about
 PRESENCE_NOUNS = (*SHAPES, *(s + "s" for s in SHAPES), "object", "objects")
+#: each part of a mask shown alone to the LMM and asked that question, without the phrase's place
+#: ("left-most") and its relation to another thing ("left of the blue square"); docs/results.md, session 28
+PART_CHECK = PartCheck(place_words=LOCATIONS, relation_words=tuple(r.split()[0] for r in RELATIONS))
 
 
 @dataclass
@@ -71,6 +76,7 @@ class HeadStageConfig:
     epochs: int = 3
     calibration_scenes: int = 60
     presence_question: str = PRESENCE_QUESTION
+    part_check: bool = True
     batch_size: int = 8
     lr: float = 1e-3
     seed: int = 0
@@ -176,6 +182,8 @@ def train_head_stage(cfg: HeadStageConfig, resume: bool = False) -> dict:
         if check is not None:  # the LMM's yes/no bias, on validation phrases that are and are not there
             held_out = ShapesPresence("val", cfg.calibration_scenes, question=SHAPES_QUESTION)
             head.config.presence, presence = calibrate_presence(lmm, check, list(held_out))
+            if cfg.part_check and cfg.part_selector:
+                head.config.part_check = PART_CHECK
             head.config.save(final_config)
     summary = {
         "samples": {n: len(d) for n, d in datasets.items()},
@@ -259,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         help="yes/no question the frozen LMM is asked about every phrase to ground, with {indefinite} or "
         "{expression}; its bias is calibrated on the val scenes ('': no presence check)",
     )
+    p.add_argument(
+        "--no-part-check",
+        dest="part_check",
+        action="store_false",
+        help="do not ask the LMM about each part of a mask at inference (flmm.lmm.part_check)",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -299,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=a.epochs,
         calibration_scenes=a.calibration_scenes,
         presence_question=a.presence_question,
+        part_check=a.part_check,
         batch_size=a.batch_size,
         lr=a.lr,
         seed=a.seed,
