@@ -11,11 +11,12 @@ from flmm.assets_path import resolve
 from flmm.errors import ConfigError, InputError
 from flmm.geometry import fit_long_side
 from flmm.head import FLMMHead, GroundingQuery, HeadConfig
+from flmm.head.keyword import text_of
 from flmm.head.prep import box_hw, canvas_image_mask
 from flmm.head.selector import find_parts
 from flmm.head.tiny import random_capture, tiny_lmm_identity, tiny_sam_model
 from flmm.lmm.frozen import FrozenLMM
-from flmm.lmm.part_check import PartCheck, PartVerifier, isolate, phrase_of
+from flmm.lmm.part_check import PartCheck, PartVerifier, isolate
 from flmm.lmm.presence import PresenceCheck
 from flmm.shapes.train_head import PART_CHECK, PRESENCE_NOUNS, PRESENCE_QUESTION
 from flmm.world import render
@@ -90,12 +91,10 @@ def test_isolate_greys_all_but_the_dilated_mask():
 
 
 def test_the_phrase_is_the_text_its_tokens_span():
-    cap = random_capture(tiny_lmm_identity(), [GEOM], num_tokens=4, text="the red circle .")
-    cap.offsets = torch.tensor([[0, 3], [4, 7], [8, 14], [-1, -1]])
-    assert phrase_of(cap, [1, 2, 3]) == "red circle"
-    assert phrase_of(cap, [3]) is None  # a token without a place in the text
-    cap.text = ""
-    assert phrase_of(cap, [0]) is None
+    text, offsets = "the red circle .", torch.tensor([[0, 3], [4, 7], [8, 14], [-1, -1]])
+    assert text_of([3, 2, 1], offsets, text) == "red circle"
+    assert text_of([3], offsets, text) is None  # a token without a place in the text
+    assert text_of([0], offsets, "") is None
 
 
 class _Verifier:

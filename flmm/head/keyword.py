@@ -115,6 +115,15 @@ def group_keywords(
     return phrases
 
 
+def text_of(token_indices: Sequence[int], offsets: torch.Tensor | None, text: str) -> str | None:
+    """The text of ``text`` that the tokens cover (``offsets (T, 2)`` index ``text``): from the first to the
+    last of them that has a place in it, spaces trimmed as in a keyword phrase; None when none has."""
+    if offsets is None or not len(offsets) or not text:
+        return None
+    idx = sorted(i for i in token_indices if int(offsets[i, 1]) > int(offsets[i, 0]))
+    return (_span_of(idx, offsets, text)[1] or None) if idx else None
+
+
 def keyword_labels(offsets: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Training targets of the selector: ``(T,)`` float, 1 for tokens whose character span overlaps any of
     ``spans`` (``[start, end)`` in the same text), 0 otherwise (and for tokens with unknown offsets)."""

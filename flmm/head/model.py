@@ -21,7 +21,7 @@ from flmm.geometry import GridGeometry
 from flmm.head.checks import check_capture, check_lmm, check_maps, check_sam
 from flmm.head.config import HeadConfig, SamIdentity
 from flmm.head.hub import CONFIG_NAME, MODEL_CARD, WEIGHTS_NAME, checkpoint_files, load_sam
-from flmm.head.keyword import KeywordSelector, Phrase, group_keywords
+from flmm.head.keyword import KeywordSelector, Phrase, group_keywords, text_of
 from flmm.head.losses import canvas_targets, compute_losses, object_masks
 from flmm.head.prep import CanvasBatch, canvas_logits_to_image, collate_canvases, prepare_object_maps
 from flmm.head.refiner import FROZEN_PREFIXES, SamRefiner
@@ -319,8 +319,9 @@ class FLMMHead(
         if lmm is not None and self.config.part_check is not None:
             if image is None:
                 raise InputError("the part check shows the LMM the image: pass image=... with lmm=...")
+            phrases = [text_of(o, capture.offsets, capture.text) for o in objects]
             verifier = part_verifier(
-                lmm, self.config.presence, self.config.part_check, load_image(image), capture, objects
+                lmm, self.config.presence, self.config.part_check, load_image(image), phrases
             )
         out = self.forward([GroundingQuery(capture, objects, image_embedding)], verifier=verifier)
         return on_image(out, capture.geometries[0].image_hw)

@@ -42,7 +42,6 @@ from flmm.lmm.presence import PresenceCheck, logit_differences
 
 if TYPE_CHECKING:
     from flmm.lmm.frozen import FrozenLMM
-    from flmm.lmm.types import CaptureResult
 
 
 @dataclass
@@ -103,23 +102,10 @@ def isolate(image: np.ndarray, mask: np.ndarray, dilate: int = 2, fill: int = 12
     ``mask (H, W)`` bool set to ``fill``; a new array."""
     if image.ndim != 3 or image.shape[:2] != mask.shape:
         raise InputError(f"image {image.shape} and mask {mask.shape} must share (H, W)")
-    keep = ndimage.binary_dilation(mask, iterations=dilate) if dilate and mask.any() else mask
+    keep = ndimage.binary_dilation(mask, iterations=dilate) if dilate else mask  # iterations=0: until stable
     out = image.copy()
     out[~keep] = fill
     return out
-
-
-def phrase_of(capture: CaptureResult, token_indices: Sequence[int]) -> str | None:
-    """The text of ``capture.text`` that the tokens span (first start to last end), or None when the
-    capture has no character offsets for them."""
-    off = capture.offsets
-    if not capture.text or not len(off):
-        return None
-    rows = off[list(token_indices)]
-    rows = rows[rows[:, 1] > rows[:, 0]]
-    if not len(rows):
-        return None
-    return capture.text[int(rows[:, 0].min()) : int(rows[:, 1].max())]
 
 
 class PartVerifier:
@@ -184,11 +170,10 @@ def part_verifier(
     presence: PresenceCheck | None,
     check: PartCheck | None,
     image: Image.Image,
-    capture: CaptureResult,
-    objects: Sequence[Sequence[int]],
+    phrases: Sequence[str | None],
 ) -> PartVerifier | None:
     """The :class:`PartVerifier` of one call, or None when the head has no part check (or no presence
     question to ask it with)."""
     if check is None or presence is None:
         return None
-    return PartVerifier(lmm, presence, check, image, [phrase_of(capture, o) for o in objects])
+    return PartVerifier(lmm, presence, check, image, phrases)
